@@ -1,0 +1,1 @@
+"""One Functions blueprint per feature; triggers stay thin and call into shared/."""
