@@ -1,0 +1,51 @@
+"""`python -m devstack <command>`: local Azure for development and tests."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulators = commands.add_parser("emulators", help="run the Azure OpenAI, ARM, Key Vault and identity emulators")
+    emulators.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    emulators.add_argument("--port", type=int, default=8480,
+                           help="HTTP port for Azure OpenAI, ARM, identity and control (0: any free port)")
+    emulators.add_argument("--keyvault-port", type=int, default=None,
+                           help="HTTPS port for Key Vault (default: --port + 1, or any free port with --port 0)")
+    emulators.add_argument("--config", type=Path, default=None,
+                           help="JSON file with resources, keys, deployments, quotas, speeds and faults")
+    emulators.add_argument("--time-scale", type=float, default=None,
+                           help="emulated time runs N times faster (default: $DEVSTACK_TIME_SCALE or 1)")
+    emulators.add_argument("--state-dir", type=Path, default=Path(".devstack"),
+                           help="where endpoints.json and the Key Vault CA bundle are written")
+    emulators.add_argument("--endpoints-file", type=Path, default=None,
+                           help="where to write endpoints.json (default: STATE_DIR/endpoints.json)")
+    emulators.add_argument("--fault-seed", type=int, default=None, help="seed for probabilistic fault rules")
+
+    args = parser.parse_args(argv)
+    if args.command == "emulators":
+        from devstack.emulator.config import ConfigError
+        from devstack.emulator.server import Options, serve
+
+        options = Options(host=args.host, port=args.port, keyvault_port=args.keyvault_port, config=args.config,
+                          time_scale=args.time_scale, state_dir=args.state_dir, endpoints_file=args.endpoints_file,
+                          fault_seed=args.fault_seed)
+        try:
+            asyncio.run(serve(options))
+        except ConfigError as exc:
+            print(f"devstack: bad emulator config: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"devstack: cannot start the emulators: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

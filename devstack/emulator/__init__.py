@@ -1,0 +1,1 @@
+"""Emulators for Azure OpenAI (data plane), ARM, Key Vault and managed identity, in one aiohttp process."""

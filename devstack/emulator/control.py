@@ -1,0 +1,175 @@
+"""`/_emulator/...`: control routes for tests and tools — faults, request log, batches, deployments, clock, reset.
+
+These routes are the emulator's own (Azure has no such thing) and need no credentials: the emulator listens on
+loopback only.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from devstack.emulator.config import ConfigError, Deployment
+from devstack.emulator.errors import arm_error, keyvault_error, openai_error
+from devstack.emulator.faults import FaultRule, FaultRuleError
+from devstack.emulator.state import EmulatorState
+
+
+def routes(state: EmulatorState) -> list[web.RouteDef]:
+    api = Control(state)
+    base = "/_emulator"
+    return [
+        web.get(f"{base}/health", api.health, name="control:health"),
+        web.get(f"{base}/clock", api.clock, name="control:clock"),
+        web.post(f"{base}/reset", api.reset, name="control:reset"),
+        web.get(f"{base}/faults", api.list_faults, name="control:faults.list"),
+        web.post(f"{base}/faults", api.add_fault, name="control:faults.add"),
+        web.delete(f"{base}/faults", api.clear_faults, name="control:faults.clear"),
+        web.delete(f"{base}/faults/{{fault_id}}", api.remove_fault, name="control:faults.remove"),
+        web.get(f"{base}/requests", api.list_requests, name="control:requests.list"),
+        web.delete(f"{base}/requests", api.clear_requests, name="control:requests.clear"),
+        web.get(f"{base}/resources/{{resource}}/batches", api.list_batches, name="control:batches.list"),
+        web.get(f"{base}/resources/{{resource}}/deployments", api.list_deployments, name="control:deployments.list"),
+        web.put(f"{base}/resources/{{resource}}/deployments/{{deployment}}", api.put_deployment,
+                name="control:deployments.put"),
+        web.delete(f"{base}/resources/{{resource}}/deployments/{{deployment}}", api.delete_deployment,
+                   name="control:deployments.delete"),
+        web.patch(f"{base}/resources/{{resource}}/speeds", api.patch_speeds, name="control:speeds.patch"),
+    ]
+
+
+def _problem(status: int, detail: str) -> web.Response:
+    return web.json_response({"status": status, "detail": detail}, status=status)
+
+
+class Control:
+    def __init__(self, state: EmulatorState) -> None:
+        self.state = state
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok", "resources": sorted(self.state.openai)})
+
+    async def clock(self, request: web.Request) -> web.Response:
+        clock = self.state.clock
+        return web.json_response({"now": clock.now(), "epoch": clock.epoch, "scale": clock.scale})
+
+    async def reset(self, request: web.Request) -> web.Response:
+        self.state.reset()
+        self.state.faults.clear()
+        return web.json_response({"status": "reset"})
+
+    async def list_faults(self, request: web.Request) -> web.Response:
+        return web.json_response({"value": [rule.to_json() for rule in self.state.faults.rules]})
+
+    async def add_fault(self, request: web.Request) -> web.Response:
+        try:
+            rule: FaultRule = self.state.faults.add(await request.json())
+        except (FaultRuleError, ValueError) as exc:
+            return _problem(400, str(exc))
+        return web.json_response(rule.to_json(), status=201)
+
+    async def clear_faults(self, request: web.Request) -> web.Response:
+        self.state.faults.clear()
+        return web.Response(status=204)
+
+    async def remove_fault(self, request: web.Request) -> web.Response:
+        if not self.state.faults.remove(request.match_info["fault_id"]):
+            return _problem(404, f"no fault rule {request.match_info['fault_id']!r}")
+        return web.Response(status=204)
+
+    async def list_requests(self, request: web.Request) -> web.Response:
+        filters = {key: request.query.get(key) for key in ("service", "resource", "route", "method")}
+        return web.json_response({"value": self.state.log.query(**filters)})  # type: ignore[arg-type]
+
+    async def clear_requests(self, request: web.Request) -> web.Response:
+        self.state.log.clear()
+        return web.Response(status=204)
+
+    def _resource(self, request: web.Request) -> Any:
+        name = request.match_info["resource"]
+        if name not in self.state.openai:
+            raise web.HTTPNotFound(text=f'{{"status": 404, "detail": "no resource {name}"}}',
+                                   content_type="application/json")
+        return self.state.openai[name]
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        """Every batch the resource holds, with metadata, regardless of credentials: how tests count batches."""
+        resource = self._resource(request)
+        resource.advance_all(self.state.clock.now())
+        batches = [
+            {**batch.to_json(), "deployment": batch.deployment, "enqueuedTokens": batch.enqueued_tokens}
+            for batch in resource.batches.values()
+        ]
+        return web.json_response({"value": batches})
+
+    async def list_deployments(self, request: web.Request) -> web.Response:
+        resource = self._resource(request)
+        return web.json_response({"value": [d.to_json() for d in resource.resource.deployments.values()]})
+
+    async def put_deployment(self, request: web.Request) -> web.Response:
+        """Adds or replaces a deployment, as creating or updating it in the portal would."""
+        resource = self._resource(request)
+        try:
+            body = await request.json()
+            deployment = Deployment.from_json({**body, "name": request.match_info["deployment"]})
+        except (ConfigError, ValueError) as exc:
+            return _problem(400, str(exc))
+        created = deployment.name not in resource.resource.deployments
+        resource.resource.deployments[deployment.name] = deployment
+        return web.json_response(deployment.to_json(), status=201 if created else 200)
+
+    async def delete_deployment(self, request: web.Request) -> web.Response:
+        resource = self._resource(request)
+        if resource.resource.deployments.pop(request.match_info["deployment"], None) is None:
+            return _problem(404, f"no deployment {request.match_info['deployment']!r}")
+        return web.Response(status=204)
+
+    async def patch_speeds(self, request: web.Request) -> web.Response:
+        """Changes how fast new batches of this resource move (batches already created keep their speeds)."""
+        resource = self._resource(request)
+        try:
+            resource.resource.speeds.update(await request.json())
+        except (ConfigError, ValueError, AttributeError) as exc:
+            return _problem(400, str(exc))
+        return web.json_response(resource.resource.speeds.to_json())
+
+
+def fault_response(service: str, rule: FaultRule) -> web.Response:
+    """An injected failure, in the shape the emulated service uses for it."""
+    status = rule.status or 500
+    headers: dict[str, str] = {}
+    if rule.retry_after is not None:
+        headers["Retry-After"] = str(max(0, math.ceil(rule.retry_after)))
+        if service == "openai":
+            headers["retry-after-ms"] = str(int(rule.retry_after * 1000))
+    wait = headers.get("Retry-After", "1")
+    if service == "openai":
+        if status == 429:
+            return openai_error(429, "429", "Requests to the Batch Operation under Azure OpenAI API version 2024-10-21 "
+                                f"have exceeded call rate limit of your current OpenAI S0 pricing tier. Please retry "
+                                f"after {wait} seconds. Please go here: https://aka.ms/oai/quotaincrease if you would "
+                                "like to further increase the default rate limit.", headers=headers)
+        if status == 503:
+            return openai_error(503, "ServiceUnavailable", "The service is temporarily unable to process your "
+                                "request. Please try again later.", headers=headers)
+        return openai_error(status, "InternalServerError" if status >= 500 else str(status),
+                            "The server had an error while processing your request. Sorry about that!", headers=headers)
+    if service == "arm":
+        if status == 429:
+            return arm_error(429, "SubscriptionRequestsThrottled", "Number of 'read' requests for subscription "
+                             f"exceeded. Please try again after '{wait}' seconds after additional tokens are available. "
+                             "Refer to https://aka.ms/arm-throttling for additional information.", headers=headers)
+        return arm_error(status, "InternalServerError" if status >= 500 else "BadRequest",
+                         "Encountered internal server error. Diagnostic information: timestamp "
+                         f"'{uuid.uuid4()}'.", headers=headers)
+    if service == "keyvault":
+        if status == 429:
+            return keyvault_error(429, "Throttled", "Request was not allowed because application has exceeded the "
+                                  "maximum request rate.", headers=headers)
+        return keyvault_error(status, "InternalServerError", "The service encountered an internal error.",
+                              headers=headers)
+    return web.json_response({"statusCode": status, "message": "An unexpected error occured while fetching the AAD "
+                              "Token.", "correlationId": str(uuid.uuid4())}, status=status, headers=headers)

@@ -1,0 +1,140 @@
+"""Runs the emulators: plain HTTP for Azure OpenAI, ARM, managed identity and control; HTTPS for Key Vault."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trustme
+from aiohttp import web
+
+from devstack.clock import VirtualClock
+from devstack.emulator import arm_api, control, identity_api, keyvault_api, openai_api
+from devstack.emulator.config import EmulatorConfig
+from devstack.emulator.faults import emulation_middleware
+from devstack.emulator.state import EmulatorState
+
+UPLOAD_LIMIT = 256 * 1024 * 1024
+
+
+@dataclass
+class Options:
+    host: str = "127.0.0.1"
+    port: int = 8480
+    keyvault_port: int | None = None
+    config: Path | None = None
+    time_scale: float | None = None
+    state_dir: Path = Path(".devstack")
+    endpoints_file: Path | None = None
+    fault_seed: int | None = None
+
+
+def build_apps(state: EmulatorState) -> tuple[web.Application, web.Application]:
+    """The main application (OpenAI, ARM, identity, control) and the Key Vault application."""
+    middleware = emulation_middleware(state.faults, state.log, state.clock, control.fault_response)
+    main = web.Application(middlewares=[middleware], client_max_size=UPLOAD_LIMIT)
+    main.add_routes(control.routes(state))
+    main.add_routes(arm_api.routes(state))
+    main.add_routes(identity_api.routes(state))
+    main.add_routes(openai_api.routes(state))
+    vault = web.Application(middlewares=[middleware])
+    vault.add_routes(keyvault_api.routes(state))
+    return main, vault
+
+
+def issue_tls(state_dir: Path) -> tuple[ssl.SSLContext, Path]:
+    """A CA and a server certificate for localhost, made at start; the CA bundle is what clients must trust."""
+    authority = trustme.CA(organization_name="devstack local Key Vault CA")
+    certificate = authority.issue_cert("localhost", "127.0.0.1", "::1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    certificate.configure_cert(context)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    bundle = state_dir / "keyvault-ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    return context, bundle
+
+
+def endpoints(state: EmulatorState, base_url: str, vault_url: str, ca_bundle: Path) -> dict[str, Any]:
+    """Every base URL and credential a client needs (the contract of .devstack/endpoints.json)."""
+    config = state.config
+    return {
+        "openai": {
+            name: {"endpoint": f"{base_url}/{name}", "apiKey": resource.api_key}
+            for name, resource in config.resources.items()
+        },
+        "arm": {"endpoint": base_url, "subscriptionId": config.subscription_id,
+                "resourceGroup": config.resource_group},
+        "keyVault": {"url": vault_url, "caBundle": str(ca_bundle.resolve()), "name": config.key_vault.name},
+        "identity": {"endpoint": f"{base_url}/msi/token", "header": config.identity_header},
+        "tenantId": config.tenant_id,
+        "emulator": {"control": f"{base_url}/_emulator", "clock": state.clock.to_env()},
+    }
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def write_atomically(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+async def serve(options: Options) -> None:
+    config = EmulatorConfig.load(options.config)
+    clock = VirtualClock.from_env(options.time_scale)
+    state = EmulatorState(config, clock, fault_seed=options.fault_seed)
+    main_app, vault_app = build_apps(state)
+    tls, ca_bundle = issue_tls(options.state_dir)
+
+    main_sock = _bind(options.host, options.port)
+    vault_port = options.keyvault_port if options.keyvault_port is not None else (
+        options.port + 1 if options.port else 0)
+    vault_sock = _bind(options.host, vault_port)
+    runners = [web.AppRunner(main_app, access_log=None), web.AppRunner(vault_app, access_log=None)]
+    for runner in runners:
+        await runner.setup()
+    await web.SockSite(runners[0], main_sock).start()
+    await web.SockSite(runners[1], vault_sock, ssl_context=tls).start()
+
+    shown_host = f"[{options.host}]" if ":" in options.host else options.host
+    base_url = f"http://{shown_host}:{main_sock.getsockname()[1]}"
+    vault_url = f"https://{shown_host}:{vault_sock.getsockname()[1]}"
+    published = endpoints(state, base_url, vault_url, ca_bundle)
+    write_atomically(options.endpoints_file or options.state_dir / "endpoints.json", published)
+    _announce(published, clock)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def _announce(published: dict[str, Any], clock: VirtualClock) -> None:
+    lines = ["Azure emulators are up (Ctrl-C stops them):"]
+    for name, resource in published["openai"].items():
+        lines.append(f"  Azure OpenAI  {name:<32} {resource['endpoint']}  api-key {resource['apiKey']}")
+    lines.append(f"  ARM           {published['arm']['endpoint']}  subscription {published['arm']['subscriptionId']}"
+                 f"  resource group {published['arm']['resourceGroup']}")
+    lines.append(f"  Key Vault     {published['keyVault']['url']}  CA bundle {published['keyVault']['caBundle']}")
+    lines.append(f"  Identity      {published['identity']['endpoint']}  X-IDENTITY-HEADER {published['identity']['header']}")
+    lines.append(f"  Control       {published['emulator']['control']}  time scale x{clock.scale:g}")
+    print("\n".join(lines), flush=True)
