@@ -58,7 +58,6 @@ class Control:
 
     async def reset(self, request: web.Request) -> web.Response:
         self.state.reset()
-        self.state.faults.clear()
         return web.json_response({"status": "reset"})
 
     async def list_faults(self, request: web.Request) -> web.Response:

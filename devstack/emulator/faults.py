@@ -114,6 +114,11 @@ class FaultInjector:
     def clear(self) -> None:
         self.rules.clear()
 
+    def replace(self, rules: list[dict[str, Any]]) -> None:
+        self.rules = []
+        for rule in rules:
+            self.add(rule)
+
     def pick(self, service: str, resource: str, route: str, method: str) -> FaultRule | None:
         for rule in self.rules:
             if rule.matches(service, resource, route, method) and self._random.random() < rule.probability:

@@ -10,7 +10,7 @@ import hmac
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from devstack.emulator.batches import BatchRequestError, ResourceState
 from devstack.emulator.completions import chat_request_problem, complete
@@ -92,7 +92,7 @@ class DataPlane:
         purpose, filename, content = None, None, b""
         reader = await request.multipart()
         async for part in reader:
-            if not isinstance(part, web.BodyPartReader):
+            if not isinstance(part, BodyPartReader):
                 continue
             if part.name == "purpose":
                 purpose = (await part.text()).strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from devstack.clock import VirtualClock
 from devstack.emulator.batches import ResourceState
 from devstack.emulator.config import EmulatorConfig
@@ -12,19 +14,23 @@ from devstack.emulator.vault import SecretStore
 
 class EmulatorState:
     def __init__(self, config: EmulatorConfig, clock: VirtualClock, fault_seed: int | None = None) -> None:
+        self._pristine = copy.deepcopy(config)
         self.config = config
         self.clock = clock
         self.issuer = TokenIssuer(config.tenant_id)
-        self.faults = FaultInjector(config.faults, seed=fault_seed)
+        self.faults = FaultInjector([], seed=fault_seed)
         self.log = RequestLog()
         self.openai: dict[str, ResourceState] = {}
         self.vault = SecretStore()
         self.reset()
 
     def reset(self) -> None:
-        """Back to the configured start: no files, batches, requests or run-time faults; keys stay the same."""
+        """Back to the configured start: deployments, speeds, secrets and faults as configured, no files, batches
+        or logged requests; keys stay the same."""
+        self.config = copy.deepcopy(self._pristine)
         self.openai = {name: ResourceState(resource, self.config) for name, resource in self.config.resources.items()}
         self.vault = SecretStore()
         for name, value in self.config.key_vault.secrets.items():
             self.vault.set(name, value)
+        self.faults.replace(self.config.faults)
         self.log.clear()

@@ -1,0 +1,134 @@
+"""Fixtures that run the real emulators in a subprocess and talk to them over HTTP, as production code would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_CONFIG = Path(__file__).with_name("emulator-config.json")
+# Emulated time runs this much faster than real time in the shared emulator (10 emulated s = 0.5 real s).
+TIME_SCALE = 20.0
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
+    """Polls `condition` until it returns something truthy, and returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class RunningEmulator:
+    """A running `python -m devstack emulators` process and what its endpoints.json says."""
+
+    process: subprocess.Popen[bytes]
+    endpoints: dict[str, Any]
+    state_dir: Path
+
+    @property
+    def control(self) -> str:
+        return str(self.endpoints["emulator"]["control"])
+
+    def resource(self, name: str | None = None) -> dict[str, str]:
+        """Endpoint and key of a resource (the first configured one by default)."""
+        resources = self.endpoints["openai"]
+        return dict(resources[name or next(iter(resources))])
+
+    @property
+    def resource_names(self) -> list[str]:
+        return list(self.endpoints["openai"])
+
+    def log_text(self) -> str:
+        """What the emulator process printed (tracebacks of emulator bugs end up here)."""
+        return (self.state_dir / "emulator.log").read_text()
+
+    def reset(self) -> None:
+        requests.post(f"{self.control}/reset", timeout=10).raise_for_status()
+
+    def add_fault(self, **rule: Any) -> dict[str, Any]:
+        response = requests.post(f"{self.control}/faults", json=rule, timeout=10)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def requests_log(self, **filters: str) -> list[dict[str, Any]]:
+        response = requests.get(f"{self.control}/requests", params=filters, timeout=10)
+        response.raise_for_status()
+        return list(response.json()["value"])
+
+    def batches(self, resource: str) -> list[dict[str, Any]]:
+        response = requests.get(f"{self.control}/resources/{resource}/batches", timeout=10)
+        response.raise_for_status()
+        return list(response.json()["value"])
+
+    def put_deployment(self, resource: str, name: str, **deployment: Any) -> None:
+        requests.put(f"{self.control}/resources/{resource}/deployments/{name}", json=deployment,
+                     timeout=10).raise_for_status()
+
+    def set_speeds(self, resource: str, **speeds: float) -> None:
+        requests.patch(f"{self.control}/resources/{resource}/speeds", json=speeds, timeout=10).raise_for_status()
+
+    def clock_now(self) -> float:
+        return float(requests.get(f"{self.control}/clock", timeout=10).json()["now"])
+
+
+def start_emulator(state_dir: Path, *, time_scale: float, config: Path = TEST_CONFIG,
+                   extra_args: list[str] | None = None) -> RunningEmulator:
+    endpoints_file = state_dir / "endpoints.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTACK_")}
+    command = [sys.executable, "-m", "devstack", "emulators", "--port", "0", "--state-dir", str(state_dir),
+               "--config", str(config), "--time-scale", str(time_scale), *(extra_args or [])]
+    log = state_dir / "emulator.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"emulator exited: {log.read_text()}")
+        return endpoints_file.exists()
+
+    wait_for(ready, timeout=30, what="the emulator's endpoints.json")
+    return RunningEmulator(process, json.loads(endpoints_file.read_text()), state_dir)
+
+
+def stop_emulator(emulator: RunningEmulator) -> None:
+    emulator.process.terminate()
+    try:
+        emulator.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        emulator.process.kill()
+
+
+@pytest.fixture(scope="session")
+def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    emulator = start_emulator(tmp_path_factory.mktemp("devstack"), time_scale=TIME_SCALE)
+    yield emulator
+    stop_emulator(emulator)
+
+
+@pytest.fixture
+def emulator(emulator_process: RunningEmulator) -> Iterator[RunningEmulator]:
+    """The shared emulator, reset to its configured state for this test; fails the test if the emulator crashed
+    while handling any request (a client mistake must never be a 500 from an emulator bug)."""
+    emulator_process.reset()
+    before = emulator_process.log_text().count("Error handling request")
+    yield emulator_process
+    log = emulator_process.log_text()
+    assert log.count("Error handling request") == before, f"the emulator raised while handling a request:\n{log}"
