@@ -17,7 +17,10 @@ KNOWN_RESOURCES = ("https://management.azure.com", "https://management.core.wind
 
 
 def routes(state: EmulatorState) -> list[web.RouteDef]:
-    return [web.get("/msi/token", lambda request: token(state, request), name="identity:token")]
+    async def handler(request: web.Request) -> web.Response:
+        return await token(state, request)
+
+    return [web.get("/msi/token", handler, name="identity:token")]
 
 
 def _failure(status: int, message: str) -> web.Response:
@@ -26,8 +29,9 @@ def _failure(status: int, message: str) -> web.Response:
 
 
 async def token(state: EmulatorState, request: web.Request) -> web.Response:
-    header = request.headers.get("X-IDENTITY-HEADER", "")
-    if not hmac.compare_digest(header.encode(), state.config.identity_header.encode()):
+    # Header bytes that are not UTF-8 arrive as surrogate escapes; encoding them back compares the raw bytes.
+    header = request.headers.get("X-IDENTITY-HEADER", "").encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(header, state.config.identity_header.encode()):
         return _failure(401, "The X-IDENTITY-HEADER header is missing or does not match the identity endpoint's "
                         "secret.")
     if request.query.get("api-version") != API_VERSION:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from aiohttp import web
@@ -12,9 +13,11 @@ from devstack.emulator.state import EmulatorState
 from devstack.emulator.tokens import VAULT_AUDIENCES, InvalidToken, bearer_token
 from devstack.emulator.vault import SECRET_NAME, SecretVersion
 
-# The api-versions the service answers, including the ones current SDKs default to.
-API_VERSIONS = {"7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01"}
+# The api-versions the service answers, including the ones current SDKs default to (and still accept).
+API_VERSIONS = {"2016-10-01", "7.0", "7.1", "7.2", "7.3", "7.4", "7.5", "7.6", "2025-07-01", "2026-04-01"}
+LATEST_API_VERSION = "2026-04-01"
 MAX_RESULTS = 25
+NUMBER = re.compile(r"[0-9]{1,9}")
 
 
 def routes(state: EmulatorState) -> list[web.RouteDef]:
@@ -22,6 +25,7 @@ def routes(state: EmulatorState) -> list[web.RouteDef]:
     return [
         web.get("/secrets", api.list_secrets, name="keyvault:secrets.list"),
         web.put("/secrets/{name}", api.set_secret, name="keyvault:secrets.set"),
+        web.put("/secrets/", api.set_without_name, name="keyvault:secrets.set-unnamed"),
         web.get("/secrets/{name}/versions", api.list_versions, name="keyvault:secrets.versions"),
         web.get("/secrets/{name}", api.get_secret, name="keyvault:secrets.get"),
         web.get("/secrets/{name}/", api.get_secret, name="keyvault:secrets.get-latest"),
@@ -59,7 +63,8 @@ class KeyVault:
             raise ServiceError(keyvault_error(400, "BadParameter", "The api-version parameter is missing."))
         if version not in API_VERSIONS:
             raise ServiceError(keyvault_error(400, "BadParameter", f"The specified version ({version}) is not "
-                                              "recognized. Consider using the latest supported version (7.6)."))
+                                              "recognized. Consider using the latest supported version "
+                                              f"({LATEST_API_VERSION})."))
         name = request.match_info.get("name")
         if name is not None and not SECRET_NAME.match(name):
             raise ServiceError(keyvault_error(400, "BadParameter", f"The request URI contains an invalid name: "
@@ -91,16 +96,28 @@ class KeyVault:
             body = None
         if not isinstance(body, dict) or not isinstance(body.get("value"), str):
             return keyvault_error(400, "BadParameter", "Property value is required and must be a string.")
-        attributes = body.get("attributes") or {}
+        attributes = body.get("attributes")
+        if attributes is None:
+            attributes = {}
+        problem = _attributes_problem(attributes)
+        if problem:
+            return keyvault_error(400, "BadParameter", problem)
+        content_type = body.get("contentType")
+        if content_type is not None and not isinstance(content_type, str):
+            return keyvault_error(400, "BadParameter", "Property contentType must be a string.")
         tags = body.get("tags")
         if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
             return keyvault_error(400, "BadParameter", "Property tags must be an object of strings.")
         secret = self.state.vault.set(
-            request.match_info["name"], body["value"], content_type=body.get("contentType"), tags=tags,
-            enabled=bool(attributes.get("enabled", True)), not_before=attributes.get("nbf"),
-            expires=attributes.get("exp"),
+            request.match_info["name"], body["value"], content_type=content_type, tags=tags,
+            enabled=attributes.get("enabled", True), not_before=attributes.get("nbf"), expires=attributes.get("exp"),
         )
         return web.json_response(secret.bundle(vault_url))
+
+    async def set_without_name(self, request: web.Request) -> web.Response:
+        """`PUT /secrets/` (an empty name): Key Vault has no such operation."""
+        self._enter(request)
+        return keyvault_error(405, "MethodNotAllowed", "HTTP PUT not allowed")
 
     async def list_secrets(self, request: web.Request) -> web.Response:
         vault_url = self._enter(request)
@@ -114,11 +131,13 @@ class KeyVault:
 
     def _page(self, request: web.Request, vault_url: str, items: list[dict[str, Any]]) -> web.Response:
         size_text = request.query.get("maxresults", str(MAX_RESULTS))
-        if not size_text.isdigit() or not 1 <= int(size_text) <= MAX_RESULTS:
+        if not NUMBER.fullmatch(size_text) or not 1 <= int(size_text) <= MAX_RESULTS:
             return keyvault_error(400, "BadParameter", f"maxresults must be between 1 and {MAX_RESULTS}.")
         size = int(size_text)
         skip_text = request.query.get("$skiptoken", "0")
-        start = int(skip_text) if skip_text.isdigit() else 0
+        if not NUMBER.fullmatch(skip_text):
+            return keyvault_error(400, "BadParameter", f"The skip token {skip_text} is not valid.")
+        start = int(skip_text)
         page = items[start: start + size]
         next_link = None
         if start + size < len(items):
@@ -127,3 +146,16 @@ class KeyVault:
             query["maxresults"] = str(size)
             next_link = str(request.url.with_query(query))
         return web.json_response({"value": page, "nextLink": next_link})
+
+
+def _attributes_problem(attributes: Any) -> str | None:
+    """Why a set request's `attributes` cannot be stored, or None (enabled: boolean; nbf, exp: Unix seconds)."""
+    if not isinstance(attributes, dict):
+        return "Property attributes must be an object."
+    if not isinstance(attributes.get("enabled", True), bool):
+        return "Property attributes.enabled must be a boolean."
+    for key in ("nbf", "exp"):
+        value = attributes.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return f"Property attributes.{key} must be a number of seconds since 1970-01-01T00:00:00Z."
+    return None

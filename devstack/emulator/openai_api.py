@@ -68,7 +68,7 @@ class DataPlane:
     def _authenticate(self, request: web.Request, resource: ResourceState) -> None:
         key = request.headers.get("api-key")
         if key is not None:
-            if hmac.compare_digest(key.encode(), resource.resource.api_key.encode()):
+            if hmac.compare_digest(key.encode("utf-8", "surrogateescape"), resource.resource.api_key.encode()):
                 return
             raise ServiceError(openai_error(401, "401", KEY_DENIED))
         token = bearer_token(request.headers.get("Authorization"))

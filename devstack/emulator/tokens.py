@@ -24,12 +24,14 @@ VAULT_AUDIENCES = frozenset({"https://vault.azure.net", "https://vault.azure.net
 
 
 class InvalidToken(Exception):
-    """Why a bearer token is refused: `reason` is 'malformed', 'expired' or 'audience'."""
+    """Why a bearer token is refused: `reason` is 'malformed', 'expired' or 'audience'; `audience` is the token's
+    audience (for 'audience') and `expires` its expiry in Unix seconds (for 'expired')."""
 
-    def __init__(self, reason: str, audience: str | None = None) -> None:
+    def __init__(self, reason: str, audience: str | None = None, expires: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.audience = audience
+        self.expires = expires
 
 
 @dataclass(frozen=True)
@@ -72,16 +74,20 @@ class TokenIssuer:
 
     def verify(self, token: str, audiences: frozenset[str]) -> dict[str, Any]:
         """The token's claims, or InvalidToken saying why it cannot be accepted for these audiences."""
+        if not token.isascii():  # a JWT is base64url and dots; HTTP headers can still carry any bytes
+            raise InvalidToken("malformed")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, self._key, algorithms=["HS256"], options={"verify_aud": False}, leeway=60
             )
         except jwt.ExpiredSignatureError as exc:
-            raise InvalidToken("expired") from exc
+            expired = jwt.decode(token, self._key, algorithms=["HS256"], options={"verify_aud": False,
+                                                                                    "verify_exp": False})
+            raise InvalidToken("expired", expires=int(expired["exp"])) from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed") from exc
         audience = claims.get("aud")
-        if audience not in audiences:
+        if not isinstance(audience, str) or audience not in audiences:
             raise InvalidToken("audience", str(audience))
         return claims
 

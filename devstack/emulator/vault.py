@@ -1,4 +1,5 @@
-"""Key Vault secrets held by the emulator: every set makes a new version; the newest enabled one is current."""
+"""Key Vault secrets held by the emulator: every set makes a new version; the newest one is current (if it is
+disabled, getting the secret without a version is refused, as in Key Vault)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
+# `\Z`, not `$`: a name must not end with a newline.
+SECRET_NAME = re.compile(r"\A[0-9a-zA-Z-]{1,127}\Z")
 
 
 @dataclass
