@@ -82,6 +82,9 @@ class RunningEmulator:
         requests.put(f"{self.control}/resources/{resource}/deployments/{name}", json=deployment,
                      timeout=10).raise_for_status()
 
+    def delete_deployment(self, resource: str, name: str) -> None:
+        requests.delete(f"{self.control}/resources/{resource}/deployments/{name}", timeout=10).raise_for_status()
+
     def set_speeds(self, resource: str, **speeds: float) -> None:
         requests.patch(f"{self.control}/resources/{resource}/speeds", json=speeds, timeout=10).raise_for_status()
 
@@ -132,3 +135,73 @@ def emulator(emulator_process: RunningEmulator) -> Iterator[RunningEmulator]:
     yield emulator_process
     log = emulator_process.log_text()
     assert log.count("Error handling request") == before, f"the emulator raised while handling a request:\n{log}"
+
+
+@dataclass
+class RunningAzurite:
+    process: subprocess.Popen[bytes]
+    connection_string: str
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAzurite]:
+    """Azurite from the project's node_modules, in memory, on free ports."""
+    from azure.core.exceptions import AzureError
+    from azure.data.tables import TableServiceClient
+
+    from devstack import azurite as azurite_cli
+
+    ports = azurite_cli.AzuritePorts.free()
+    log = tmp_path_factory.mktemp("azurite") / "azurite.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(azurite_cli.command(ports), cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    connection = azurite_cli.connection_string(ports)
+    service = TableServiceClient.from_connection_string(connection)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"azurite exited: {log.read_text()}")
+        try:
+            list(service.list_tables())
+        except AzureError:
+            return False
+        return True
+
+    wait_for(ready, timeout=60, interval=0.2, what="Azurite")
+    yield RunningAzurite(process, connection)
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.fixture
+def app_settings(
+    emulator: RunningEmulator, azurite: RunningAzurite, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict[str, str]]:
+    """App settings for the Functions code, pointing at the emulators and Azurite as local.settings.json would,
+    with a catalogue table of its own for this test."""
+    from shared import services
+
+    resource = emulator.resource("aoai-devstack-eastus")
+    settings = {
+        "AZURE_OPENAI_RESOURCES": json.dumps([{
+            "name": "aoai-devstack-eastus", "endpoint": resource["endpoint"],
+            "subscriptionId": emulator.endpoints["arm"]["subscriptionId"],
+            "resourceGroup": emulator.endpoints["arm"]["resourceGroup"], "tenantId": emulator.endpoints["tenantId"],
+        }]),
+        "ARM_ENDPOINT": emulator.endpoints["arm"]["endpoint"],
+        "AzureWebJobsStorage": azurite.connection_string,
+        "CATALOG_TABLE": f"jobs{os.urandom(4).hex()}",
+        "KEY_VAULT_URL": emulator.endpoints["keyVault"]["url"],
+        "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
+        "DEPLOYMENT_SYNC_SCHEDULE": "0 */30 * * * *",
+        "IDENTITY_ENDPOINT": emulator.endpoints["identity"]["endpoint"],
+        "IDENTITY_HEADER": emulator.endpoints["identity"]["header"],
+    }
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    services.reset()
+    yield settings
+    services.reset()

@@ -45,7 +45,8 @@ def deployment_json(resource: Resource, deployment: Deployment) -> dict[str, Any
                   "version": deployment.model_version},
         "versionUpgradeOption": "OnceNewDefaultVersionAvailable",
     }
-    properties["capabilities"] = capabilities(deployment)
+    if deployment.capabilities is not None:
+        properties["capabilities"] = capabilities(deployment.capabilities)
     properties["provisioningState"] = deployment.provisioning_state
     properties["raiPolicyName"] = "Microsoft.DefaultV2"
     properties["rateLimits"] = [
@@ -66,13 +67,10 @@ def deployment_json(resource: Resource, deployment: Deployment) -> dict[str, Any
     }
 
 
-def capabilities(deployment: Deployment) -> dict[str, str]:
-    """What the deployment can do, as ARM always reports it (string values). Deployments configured without
-    capabilities get the ones the data plane gives them: chat completions, or embeddings for embedding models."""
-    configured = deployment.capabilities
-    if isinstance(configured, dict):
-        return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in configured.items()}
-    return {"chatCompletion": "true"} if deployment.is_chat else {"embeddings": "true"}
+def capabilities(configured: dict[str, object]) -> dict[str, str]:
+    """What the deployment can do, with string values as ARM reports them. A deployment configured without
+    capabilities has none in its ARM body, as older deployments and api surfaces do; clients must fall back."""
+    return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in configured.items()}
 
 
 def _dotnet_time(moment: int) -> str:

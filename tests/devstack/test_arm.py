@@ -152,7 +152,10 @@ def test_list_deployments_pages_through_every_configured_deployment_exactly_once
             "version": deployment.model_version,
         }
         assert item["properties"]["provisioningState"] == deployment.provisioning_state
-        assert all(isinstance(v, str) for v in item["properties"]["capabilities"].values())
+        if deployment.capabilities is None:
+            assert "capabilities" not in item["properties"]
+        else:
+            assert all(isinstance(v, str) for v in item["properties"]["capabilities"].values())
 
 
 def test_listed_deployments_carry_their_configured_values(arm: Arm) -> None:
@@ -168,11 +171,11 @@ def test_listed_deployments_carry_their_configured_values(arm: Arm) -> None:
     assert listed["gpt-4o-mini-dz-batch"]["sku"] == {"name": "DataZoneBatch", "capacity": 100}
 
 
-def test_deployment_configured_without_capabilities_reports_what_the_data_plane_allows(arm: Arm) -> None:
-    """The live service always reports capabilities; a chat model configured without them is a chat deployment."""
+def test_deployment_configured_without_capabilities_has_none_in_its_body(arm: Arm) -> None:
+    """Older deployments report no capabilities; clients fall back to the model name."""
     listed = {item["name"]: item for item in arm.deployments(EASTUS)}
 
-    assert listed["gpt-35-turbo-legacy"]["properties"]["capabilities"] == {"chatCompletion": "true"}
+    assert "capabilities" not in listed["gpt-35-turbo-legacy"]["properties"]
 
 
 def test_deployment_has_the_live_services_shape(arm: Arm) -> None:

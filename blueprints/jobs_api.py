@@ -1,0 +1,95 @@
+"""HTTP API of the job catalogue: import now, list, get, and set attributes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import azure.functions as func
+
+from blueprints.http import json_body, json_response, problems_as_responses
+from shared.problems import FieldError, Problem
+
+bp = func.Blueprint()
+
+
+@bp.route(route="jobs/import", methods=["POST"])
+@problems_as_responses
+def import_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """Imports the deployments of every configured resource (or of `?resource=`) now."""
+    from shared import services
+    from shared.importing import import_deployments
+    from shared.settings import get_settings
+
+    settings = get_settings()
+    resources = settings.resources
+    if name := req.params.get("resource"):
+        chosen = settings.resource(name)
+        if chosen is None:
+            raise Problem(404, "resource-not-found", "Resource not configured", f"No Azure OpenAI resource "
+                          f"'{name}' is configured; known: {', '.join(r.name for r in resources) or 'none'}.",
+                          [FieldError("resource", "is not a configured resource")])
+        resources = (chosen,)
+    if not resources:
+        raise Problem(500, "not-configured", "No resources configured", "Set AZURE_OPENAI_RESOURCES to the Azure "
+                      "OpenAI resources whose deployments become jobs.")
+    report = import_deployments(resources, services.arm_client(), services.catalog(), datetime.now(UTC))
+    if report.failures:
+        first = report.failures[0].error
+        assert first is not None
+        raise Problem(502, "arm-failed", "Azure Resource Manager failed", f"Listing deployments failed: ARM "
+                      f"answered {first.status or 'nothing'} {first.code}.",
+                      extensions={"upstreamStatus": first.status, "upstreamCode": first.code, **report.to_dict()})
+    if report.busy and len(report.busy) == len(report.resources):
+        raise Problem(409, "import-in-progress", "Import already running", "Another import of "
+                      f"{', '.join(item.resource for item in report.busy)} is running; try again when it ends.")
+    return json_response(report.to_dict())
+
+
+@bp.route(route="jobs", methods=["GET"])
+@problems_as_responses
+def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
+    """Jobs in the catalogue, filtered by `resource`, `type` and `status`."""
+    from shared import services
+    from shared.jobs import JobStatus, JobType
+
+    errors = []
+    job_type, status = req.params.get("type"), req.params.get("status")
+    if job_type and job_type not in {t.value for t in JobType}:
+        errors.append(FieldError("type", f"must be one of {', '.join(t.value for t in JobType)}"))
+    if status and status not in {s.value for s in JobStatus}:
+        errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in JobStatus)}"))
+    if errors:
+        raise Problem(400, "validation-failed", "The request is not valid", "Invalid query parameters.", errors)
+    jobs = services.catalog().list_jobs(req.params.get("resource"), job_type, status)
+    return json_response({"value": [job.to_resource() for job in jobs], "count": len(jobs)})
+
+
+@bp.route(route="jobs/{externalId}", methods=["GET"])
+@problems_as_responses
+def get_job(req: func.HttpRequest) -> func.HttpResponse:
+    from shared import services
+    from shared.jobs import check_external_id
+
+    external_id = check_external_id(req.route_params["externalId"])
+    job = services.catalog().find_job(external_id, req.params.get("resource"))
+    return json_response(job.to_resource())
+
+
+@bp.route(route="jobs/{externalId}", methods=["PATCH"])
+@problems_as_responses
+def set_job_attributes(req: func.HttpRequest) -> func.HttpResponse:
+    """Sets attributes (`{"attributes": {...}}`; null removes one); import never overwrites them."""
+    from shared import services
+    from shared.jobs import check_external_id, merge_attributes
+
+    external_id = check_external_id(req.route_params["externalId"])
+    body = json_body(req)
+    unknown = sorted(set(body) - {"attributes"})
+    if unknown or "attributes" not in body:
+        raise Problem(400, "validation-failed", "The request is not valid", "The body must be "
+                      '{"attributes": {...}}.', [FieldError(name, "is not a settable field") for name in unknown]
+                      or [FieldError("attributes", "is required")])
+    catalog = services.catalog()
+    job = catalog.find_job(external_id, req.params.get("resource"))
+    attributes = merge_attributes(job.job_type, job.attributes, body["attributes"])
+    return json_response(catalog.set_attributes(job, attributes, datetime.now(UTC)).to_resource())

@@ -1,0 +1,114 @@
+"""Azure Resource Manager client: the deployments of an Azure OpenAI account (api-version 2023-05-01)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import requests
+from azure.core.exceptions import ClientAuthenticationError
+
+from shared.http import DEFAULT_TIMEOUT_SECONDS, azure_session
+from shared.settings import OpenAIResource
+
+ARM_SCOPE = "https://management.azure.com/.default"
+DEPLOYMENTS_API_VERSION = "2023-05-01"
+
+
+class TokenCredential(Protocol):
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
+
+
+class ArmError(Exception):
+    """ARM refused or failed a request. `status` is the HTTP status (None when no reply came), `code` ARM's code."""
+
+    def __init__(self, status: int | None, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}" if status is None else f"ARM {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ArmDeployment:
+    """A model deployment as ARM describes it."""
+
+    name: str
+    model_format: str
+    model_name: str
+    model_version: str
+    sku_name: str
+    sku_capacity: int | None
+    capabilities: dict[str, str] | None
+    provisioning_state: str
+
+    @classmethod
+    def from_arm(cls, item: dict[str, Any]) -> ArmDeployment:
+        properties = item.get("properties") or {}
+        model = properties.get("model") or {}
+        sku = item.get("sku") or {}
+        capabilities = properties.get("capabilities")
+        return cls(
+            name=str(item["name"]),
+            model_format=str(model.get("format", "")),
+            model_name=str(model.get("name", "")),
+            model_version=str(model.get("version", "")),
+            sku_name=str(sku.get("name", "")),
+            sku_capacity=sku.get("capacity"),
+            capabilities={str(k): str(v) for k, v in capabilities.items()} if isinstance(capabilities, dict) else None,
+            provisioning_state=str(properties.get("provisioningState", "")),
+        )
+
+
+class ArmClient:
+    """Lists deployments with `nextLink` paging; transient failures are retried by the shared retry policy."""
+
+    def __init__(self, endpoint: str, credential: TokenCredential, session: requests.Session | None = None,
+                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self.credential = credential
+        self.session = session or azure_session()
+        self.timeout = timeout
+
+    def list_deployments(self, resource: OpenAIResource) -> Iterator[ArmDeployment]:
+        """Every deployment of the account, following `nextLink` until ARM gives none."""
+        url: str | None = f"{self.endpoint}{resource.arm_id}/deployments"
+        params: dict[str, str] | None = {"api-version": DEPLOYMENTS_API_VERSION}
+        while url:
+            page = self._get(url, params)
+            for item in page.get("value") or []:
+                yield ArmDeployment.from_arm(item)
+            url, params = page.get("nextLink"), None
+            if url:
+                self._check_same_origin(url)
+
+    def _get(self, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+        try:
+            token = self.credential.get_token(ARM_SCOPE).token
+        except ClientAuthenticationError as exc:
+            raise ArmError(None, "CredentialUnavailable", "could not get a token for ARM from the identity") from exc
+        try:
+            response = self.session.get(url, params=params, timeout=self.timeout,
+                                        headers={"Authorization": f"Bearer {token}"})
+        except requests.RequestException as exc:
+            raise ArmError(None, "ConnectionFailed", f"no reply from ARM ({type(exc).__name__})") from exc
+        if response.status_code != 200:
+            code, message = _arm_error(response)
+            raise ArmError(response.status_code, code, message)
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _check_same_origin(self, url: str) -> None:
+        # The bearer token goes wherever nextLink points: only ever to the ARM endpoint we were configured with.
+        if urlsplit(url)[:2] != urlsplit(self.endpoint)[:2]:
+            raise ArmError(None, "UnexpectedNextLink", "ARM returned a nextLink to another host")
+
+
+def _arm_error(response: requests.Response) -> tuple[str, str]:
+    try:
+        error = response.json().get("error") or {}
+        return str(error.get("code") or response.status_code), str(error.get("message") or response.reason)
+    except ValueError:
+        return str(response.status_code), str(response.reason)

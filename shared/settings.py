@@ -1,0 +1,148 @@
+"""The app's settings: one typed object, read once from app settings (environment variables) when first needed.
+
+Every name here is an app setting that `local.settings.sample.json` lists and the Bicep templates set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+DEFAULT_API_VERSION = "2024-10-21"
+DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
+DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}[a-zA-Z0-9]$")
+
+
+class SettingsError(ValueError):
+    """An app setting is missing or malformed; the message names the setting, never its secret value."""
+
+
+@dataclass(frozen=True)
+class OpenAIResource:
+    """One Azure OpenAI resource (a Cognitive Services account) whose deployments become jobs."""
+
+    name: str
+    endpoint: str
+    subscription_id: str
+    resource_group: str
+    tenant_id: str = ""
+    api_version: str = DEFAULT_API_VERSION
+
+    @property
+    def arm_id(self) -> str:
+        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+                f"/providers/Microsoft.CognitiveServices/accounts/{self.name}")
+
+    @property
+    def portal_url(self) -> str:
+        """The account's overview in the Azure portal (Azure OpenAI has no per-batch deep link)."""
+        tenant = f"@{self.tenant_id}" if self.tenant_id else ""
+        return f"https://portal.azure.com/#{tenant}/resource{self.arm_id}/overview"
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """The storage account of the Functions host (AzureWebJobsStorage), which also holds the job catalogue.
+
+    Either a connection string (Azurite locally: `UseDevelopmentStorage=true`) or an identity-based connection
+    (`AzureWebJobsStorage__tableServiceUri` or `__accountName`, with `__clientId` for a user-assigned identity).
+    """
+
+    connection_string: str | None
+    table_service_uri: str | None
+    client_id: str | None
+
+
+@dataclass(frozen=True)
+class Settings:
+    resources: tuple[OpenAIResource, ...]
+    arm_endpoint: str
+    storage: StorageSettings
+    catalog_table: str
+    key_vault_url: str | None
+    key_vault_verify_challenge_resource: bool
+    sync_schedule: str
+
+    def resource(self, name: str) -> OpenAIResource | None:
+        return next((r for r in self.resources if r.name == name), None)
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> Settings:
+        return cls(
+            resources=_resources(env.get("AZURE_OPENAI_RESOURCES", "")),
+            arm_endpoint=env.get("ARM_ENDPOINT", DEFAULT_ARM_ENDPOINT).rstrip("/") or DEFAULT_ARM_ENDPOINT,
+            storage=_storage(env),
+            catalog_table=env.get("CATALOG_TABLE", "jobs") or "jobs",
+            key_vault_url=(env.get("KEY_VAULT_URL") or "").rstrip("/") or None,
+            key_vault_verify_challenge_resource=_flag(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", default=True),
+            sync_schedule=env.get("DEPLOYMENT_SYNC_SCHEDULE", DEFAULT_SYNC_SCHEDULE) or DEFAULT_SYNC_SCHEDULE,
+        )
+
+
+@cache
+def get_settings() -> Settings:
+    """The settings of this process, read from the environment on first use."""
+    return Settings.from_environment(os.environ)
+
+
+def _resources(raw: str) -> tuple[OpenAIResource, ...]:
+    if not raw.strip():
+        return ()
+    try:
+        entries = json.loads(raw)
+    except ValueError as exc:
+        raise SettingsError("AZURE_OPENAI_RESOURCES must be a JSON array of resources") from exc
+    if not isinstance(entries, list):
+        raise SettingsError("AZURE_OPENAI_RESOURCES must be a JSON array of resources")
+    resources = []
+    for index, entry in enumerate(entries):
+        where = f"AZURE_OPENAI_RESOURCES[{index}]"
+        if not isinstance(entry, dict):
+            raise SettingsError(f"{where} must be an object")
+        missing = [key for key in ("name", "endpoint", "subscriptionId", "resourceGroup") if not entry.get(key)]
+        if missing:
+            raise SettingsError(f"{where} is missing {', '.join(missing)}")
+        if not RESOURCE_NAME.match(str(entry["name"])):
+            raise SettingsError(f"{where}.name is not a valid Azure OpenAI resource name")
+        resources.append(OpenAIResource(
+            name=str(entry["name"]),
+            endpoint=str(entry["endpoint"]).rstrip("/"),
+            subscription_id=str(entry["subscriptionId"]),
+            resource_group=str(entry["resourceGroup"]),
+            tenant_id=str(entry.get("tenantId", "")),
+            api_version=str(entry.get("apiVersion") or DEFAULT_API_VERSION),
+        ))
+    names = [r.name for r in resources]
+    if len(set(names)) != len(names):
+        raise SettingsError("AZURE_OPENAI_RESOURCES names a resource twice")
+    return tuple(resources)
+
+
+def _storage(env: Mapping[str, str]) -> StorageSettings:
+    prefix = STORAGE_CONNECTION
+    table_uri = env.get(f"{prefix}__tableServiceUri")
+    account = env.get(f"{prefix}__accountName")
+    if not table_uri and account:
+        table_uri = f"https://{account}.table.core.windows.net"
+    return StorageSettings(
+        connection_string=env.get(prefix) or None,
+        table_service_uri=table_uri or None,
+        client_id=env.get(f"{prefix}__clientId") or None,
+    )
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    value = env.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in {"true", "1", "yes"}:
+        return True
+    if value.lower() in {"false", "0", "no"}:
+        return False
+    raise SettingsError(f"{name} must be true or false")

@@ -1,0 +1,39 @@
+"""Calling the app's functions the way the Python worker does: indexed from function_app, with built requests."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+from urllib.parse import urlencode
+
+import azure.functions as func
+from azure.functions.decorators.function_app import Function
+
+import function_app
+
+
+@cache  # the app indexes its functions once, as the worker does; a second get_functions() call is refused
+def functions_by_name() -> dict[str, Function]:
+    return {f.get_function_name(): f for f in function_app.app.get_functions()}
+
+
+def trigger_binding(name: str) -> dict[str, Any]:
+    bindings: list[dict[str, Any]] = functions_by_name()[name].get_bindings_dict()["bindings"]
+    return next(b for b in bindings if str(b["type"]).endswith("Trigger"))
+
+
+def call_http(name: str, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None,
+              route_params: dict[str, str] | None = None, raw_body: bytes | None = None) -> func.HttpResponse:
+    """Invokes HTTP function `name` with a request built as the worker builds it."""
+    data = raw_body if raw_body is not None else (b"" if body is None else json.dumps(body).encode())
+    query = f"?{urlencode(params)}" if params else ""
+    request = func.HttpRequest(method=method, url=f"http://localhost:7071/api/{path}{query}", body=data,
+                               params=params or {}, route_params=route_params or {},
+                               headers={"Content-Type": "application/json"} if data else {})
+    response: func.HttpResponse = functions_by_name()[name].get_user_function()(request)
+    return response
+
+
+def json_of(response: func.HttpResponse) -> Any:
+    return json.loads(response.get_body())
