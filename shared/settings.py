@@ -16,6 +16,9 @@ DEFAULT_API_VERSION = "2024-10-21"
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
+# Every app setting this module reads (the Functions host's own, such as AzureWebJobsStorage, come on top).
+SETTING_NAMES = ("AZURE_OPENAI_RESOURCES", "ARM_ENDPOINT", "CATALOG_TABLE", "KEY_VAULT_URL",
+                 "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "DEPLOYMENT_SYNC_SCHEDULE", STORAGE_CONNECTION)
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}[a-zA-Z0-9]$")
 
 

@@ -1,0 +1,47 @@
+"""openapi.yaml is valid OpenAPI 3.1 and describes exactly the HTTP routes the app serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from openapi_spec_validator import validate
+
+from tests.functions import functions_by_name
+
+SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi.yaml").read_text())
+
+
+def test_spec_is_valid_openapi_3_1() -> None:
+    validate(SPEC)
+    assert SPEC["openapi"].startswith("3.1")
+
+
+def served_operations() -> set[tuple[str, str]]:
+    operations = set()
+    for function in functions_by_name().values():
+        for binding in function.get_bindings_dict()["bindings"]:
+            if binding["type"] == "httpTrigger":
+                for method in binding["methods"]:
+                    operations.add((f"/{binding['route']}", str(method.value).lower()))
+    return operations
+
+
+def test_every_route_is_documented_and_every_documented_route_exists() -> None:
+    documented = {(path, method) for path, item in SPEC["paths"].items() for method in item
+                  if method in {"get", "post", "put", "patch", "delete"}}
+
+    assert documented == served_operations()
+
+
+def test_anonymous_routes_are_the_ones_without_security() -> None:
+    anonymous = set()
+    for function in functions_by_name().values():
+        for binding in function.get_bindings_dict()["bindings"]:
+            if binding["type"] == "httpTrigger" and str(binding["authLevel"].value) == "anonymous":
+                anonymous.add(f"/{binding['route']}")
+    documented_open = {path for path, item in SPEC["paths"].items()
+                       for method, operation in item.items() if isinstance(operation, dict)
+                       and operation.get("security") == []}
+
+    assert documented_open == anonymous

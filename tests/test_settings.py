@@ -1,0 +1,80 @@
+"""App settings: parsed into one typed object, and every one of them listed in local.settings.sample.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.settings import DEFAULT_ARM_ENDPOINT, SETTING_NAMES, Settings, SettingsError
+
+SAMPLE = json.loads((Path(__file__).resolve().parent.parent / "local.settings.sample.json").read_text())["Values"]
+
+
+def test_every_setting_the_code_reads_is_in_the_sample() -> None:
+    assert set(SETTING_NAMES) <= set(SAMPLE)
+
+
+def test_the_sample_parses_and_points_at_the_devstack() -> None:
+    settings = Settings.from_environment(SAMPLE)
+
+    assert [r.name for r in settings.resources] == ["aoai-devstack-eastus"]
+    resource = settings.resources[0]
+    assert resource.endpoint == "http://127.0.0.1:8480/aoai-devstack-eastus"
+    assert resource.api_version == "2024-10-21"
+    assert settings.arm_endpoint == "http://127.0.0.1:8480"
+    assert settings.storage.connection_string == "UseDevelopmentStorage=true"
+    assert settings.sync_schedule == "0 */30 * * * *"
+
+
+def test_defaults_apply_when_settings_are_absent() -> None:
+    settings = Settings.from_environment({})
+
+    assert settings.resources == ()
+    assert settings.arm_endpoint == DEFAULT_ARM_ENDPOINT
+    assert settings.catalog_table == "jobs"
+    assert settings.key_vault_verify_challenge_resource is True
+    assert settings.sync_schedule == "0 */30 * * * *"
+
+
+def test_resource_defaults_api_version_and_builds_portal_link() -> None:
+    settings = Settings.from_environment({"AZURE_OPENAI_RESOURCES": json.dumps([
+        {"name": "aoai-prod", "endpoint": "https://aoai-prod.openai.azure.com/", "subscriptionId": "sub",
+         "resourceGroup": "rg", "tenantId": "tenant"}])})
+
+    resource = settings.resources[0]
+    assert resource.api_version == "2024-10-21"
+    assert resource.endpoint == "https://aoai-prod.openai.azure.com"
+    assert resource.portal_url == ("https://portal.azure.com/#@tenant/resource/subscriptions/sub/resourceGroups/rg"
+                                   "/providers/Microsoft.CognitiveServices/accounts/aoai-prod/overview")
+
+
+def test_identity_based_storage_connection() -> None:
+    settings = Settings.from_environment({"AzureWebJobsStorage__accountName": "staoai",
+                                          "AzureWebJobsStorage__clientId": "client"})
+
+    assert settings.storage.connection_string is None
+    assert settings.storage.table_service_uri == "https://staoai.table.core.windows.net"
+    assert settings.storage.client_id == "client"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("{not json", "JSON array"),
+        ('{"name": "x"}', "JSON array"),
+        ('[{"name": "x"}]', "missing endpoint, subscriptionId, resourceGroup"),
+        ('[{"name": "bad name", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]', "name"),
+        ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"},'
+         ' {"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]', "twice"),
+    ],
+)
+def test_malformed_resources_setting_names_the_problem(value: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_environment({"AZURE_OPENAI_RESOURCES": value})
+
+
+def test_malformed_flag_is_refused() -> None:
+    with pytest.raises(SettingsError, match="KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"):
+        Settings.from_environment({"KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "maybe"})
