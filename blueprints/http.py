@@ -31,11 +31,21 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
     try:
         body = json.loads(req.get_body() or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise Problem(400, "malformed-body", "The body is not JSON", "The request body must be a JSON object.",
-                      [FieldError("body", "is not valid JSON")]) from exc
+        raise Problem(
+            400,
+            "malformed-body",
+            "The body is not JSON",
+            "The request body must be a JSON object.",
+            [FieldError("body", "is not valid JSON")],
+        ) from exc
     if not isinstance(body, dict):
-        raise Problem(400, "malformed-body", "The body is not a JSON object",
-                      "The request body must be a JSON object.", [FieldError("body", "must be a JSON object")])
+        raise Problem(
+            400,
+            "malformed-body",
+            "The body is not a JSON object",
+            "The request body must be a JSON object.",
+            [FieldError("body", "must be a JSON object")],
+        )
     return body
 
 
@@ -53,7 +63,13 @@ def problems_as_responses(handler: Handler) -> Handler:
             return problem_response(Problem(500, "misconfigured", "The app is misconfigured", str(exc)))
         except Exception:
             logger.exception("unhandled error in %s", handler.__name__)
-            return problem_response(Problem(500, "internal-error", "Internal error", "The request failed "
-                                            "unexpectedly; the error has been logged."))
+            return problem_response(
+                Problem(
+                    500,
+                    "internal-error",
+                    "Internal error",
+                    "The request failed unexpectedly; the error has been logged.",
+                )
+            )
 
     return wrapper

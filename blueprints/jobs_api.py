@@ -25,23 +25,40 @@ def import_jobs(req: func.HttpRequest) -> func.HttpResponse:
     if name := req.params.get("resource"):
         chosen = settings.resource(name)
         if chosen is None:
-            raise Problem(404, "resource-not-found", "Resource not configured", f"No Azure OpenAI resource "
-                          f"'{name}' is configured; known: {', '.join(r.name for r in resources) or 'none'}.",
-                          [FieldError("resource", "is not a configured resource")])
+            raise Problem(
+                404,
+                "resource-not-found",
+                "Resource not configured",
+                f"No Azure OpenAI resource "
+                f"'{name}' is configured; known: {', '.join(r.name for r in resources) or 'none'}.",
+                [FieldError("resource", "is not a configured resource")],
+            )
         resources = (chosen,)
     if not resources:
-        raise Problem(500, "not-configured", "No resources configured", "Set AZURE_OPENAI_RESOURCES to the Azure "
-                      "OpenAI resources whose deployments become jobs.")
+        raise Problem(
+            500,
+            "not-configured",
+            "No resources configured",
+            "Set AZURE_OPENAI_RESOURCES to the Azure OpenAI resources whose deployments become jobs.",
+        )
     report = import_deployments(resources, services.arm_client(), services.catalog(), datetime.now(UTC))
     if report.failures:
         first = report.failures[0].error
         assert first is not None
-        raise Problem(502, "arm-failed", "Azure Resource Manager failed", f"Listing deployments failed: ARM "
-                      f"answered {first.status or 'nothing'} {first.code}.",
-                      extensions={"upstreamStatus": first.status, "upstreamCode": first.code, **report.to_dict()})
+        raise Problem(
+            502,
+            "arm-failed",
+            "Azure Resource Manager failed",
+            f"Listing deployments failed: ARM answered {first.status or 'nothing'} {first.code}.",
+            extensions={"upstreamStatus": first.status, "upstreamCode": first.code, **report.to_dict()},
+        )
     if report.busy and len(report.busy) == len(report.resources):
-        raise Problem(409, "import-in-progress", "Import already running", "Another import of "
-                      f"{', '.join(item.resource for item in report.busy)} is running; try again when it ends.")
+        raise Problem(
+            409,
+            "import-in-progress",
+            "Import already running",
+            f"Another import of {', '.join(item.resource for item in report.busy)} is running; try again when it ends.",
+        )
     return json_response(report.to_dict())
 
 
@@ -86,9 +103,14 @@ def set_job_attributes(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     unknown = sorted(set(body) - {"attributes"})
     if unknown or "attributes" not in body:
-        raise Problem(400, "validation-failed", "The request is not valid", "The body must be "
-                      '{"attributes": {...}}.', [FieldError(name, "is not a settable field") for name in unknown]
-                      or [FieldError("attributes", "is required")])
+        raise Problem(
+            400,
+            "validation-failed",
+            "The request is not valid",
+            'The body must be {"attributes": {...}}.',
+            [FieldError(name, "is not a settable field") for name in unknown]
+            or [FieldError("attributes", "is required")],
+        )
     catalog = services.catalog()
     job = catalog.find_job(external_id, req.params.get("resource"))
     attributes = merge_attributes(job.job_type, job.attributes, body["attributes"])

@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from pathlib import Path
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is out of range (0-65535)")
+    return port
+
+
+def _time_scale(text: str) -> float:
+    try:
+        scale = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(scale) or scale <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return scale
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,18 +35,42 @@ def main(argv: list[str] | None = None) -> int:
 
     emulators = commands.add_parser("emulators", help="run the Azure OpenAI, ARM, Key Vault and identity emulators")
     emulators.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    emulators.add_argument("--port", type=int, default=8480,
-                           help="HTTP port for Azure OpenAI, ARM, identity and control (0: any free port)")
-    emulators.add_argument("--keyvault-port", type=int, default=None,
-                           help="HTTPS port for Key Vault (default: --port + 1, or any free port with --port 0)")
-    emulators.add_argument("--config", type=Path, default=None,
-                           help="JSON file with resources, keys, deployments, quotas, speeds and faults")
-    emulators.add_argument("--time-scale", type=float, default=None,
-                           help="emulated time runs N times faster (default: $DEVSTACK_TIME_SCALE or 1)")
-    emulators.add_argument("--state-dir", type=Path, default=Path(".devstack"),
-                           help="where endpoints.json and the Key Vault CA bundle are written")
-    emulators.add_argument("--endpoints-file", type=Path, default=None,
-                           help="where to write endpoints.json (default: STATE_DIR/endpoints.json)")
+    emulators.add_argument(
+        "--port",
+        type=_port,
+        default=8480,
+        help="HTTP port for Azure OpenAI, ARM, identity and control (0: any free port)",
+    )
+    emulators.add_argument(
+        "--keyvault-port",
+        type=_port,
+        default=None,
+        help="HTTPS port for Key Vault (default: --port + 1, or any free port with --port 0)",
+    )
+    emulators.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON file with resources, keys, deployments, quotas, speeds and faults",
+    )
+    emulators.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=None,
+        help="emulated time runs N times faster (default: $DEVSTACK_TIME_SCALE or 1)",
+    )
+    emulators.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(".devstack"),
+        help="where endpoints.json and the Key Vault CA bundle are written",
+    )
+    emulators.add_argument(
+        "--endpoints-file",
+        type=Path,
+        default=None,
+        help="where to write endpoints.json (default: STATE_DIR/endpoints.json)",
+    )
     emulators.add_argument("--fault-seed", type=int, default=None, help="seed for probabilistic fault rules")
 
     args = parser.parse_args(argv)
@@ -33,9 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         from devstack.emulator.config import ConfigError
         from devstack.emulator.server import Options, serve
 
-        options = Options(host=args.host, port=args.port, keyvault_port=args.keyvault_port, config=args.config,
-                          time_scale=args.time_scale, state_dir=args.state_dir, endpoints_file=args.endpoints_file,
-                          fault_seed=args.fault_seed)
+        if args.keyvault_port is None and args.port == 65535:
+            emulators.error("--port 65535 leaves no port for Key Vault: give --keyvault-port")
+        options = Options(
+            host=args.host,
+            port=args.port,
+            keyvault_port=args.keyvault_port,
+            config=args.config,
+            time_scale=args.time_scale,
+            state_dir=args.state_dir,
+            endpoints_file=args.endpoints_file,
+            fault_seed=args.fault_seed,
+        )
         try:
             asyncio.run(serve(options))
         except ConfigError as exc:
@@ -44,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"devstack: cannot start the emulators: {exc}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C before the emulators were up to handle it
+            return 130
     return 0
 
 

@@ -38,9 +38,25 @@ def command(ports: AzuritePorts, location: Path | None = None, host: str = "127.
     the machine."""
     if not AZURITE.exists():
         raise FileNotFoundError(f"{AZURITE} is missing: run `make install` (npm ci) first")
-    args = [str(AZURITE), "--silent", "--disableTelemetry", "--skipApiVersionCheck", "--loose",
-            "--blobHost", host, "--blobPort", str(ports.blob), "--queueHost", host, "--queuePort", str(ports.queue),
-            "--tableHost", host, "--tablePort", str(ports.table)]
+    args = [
+        str(AZURITE),
+        "--silent",
+        "--disableTelemetry",
+        "--skipApiVersionCheck",
+        "--loose",
+        "--blobHost",
+        host,
+        "--blobPort",
+        str(ports.blob),
+        "--queueHost",
+        host,
+        "--queuePort",
+        str(ports.queue),
+        "--tableHost",
+        host,
+        "--tablePort",
+        str(ports.table),
+    ]
     if location is None:
         args.append("--inMemoryPersistence")
     else:
@@ -49,6 +65,8 @@ def command(ports: AzuritePorts, location: Path | None = None, host: str = "127.
 
 
 def connection_string(ports: AzuritePorts, host: str = "127.0.0.1") -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
-            f"BlobEndpoint=http://{host}:{ports.blob}/{ACCOUNT};QueueEndpoint=http://{host}:{ports.queue}/{ACCOUNT};"
-            f"TableEndpoint=http://{host}:{ports.table}/{ACCOUNT};")
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{ports.blob}/{ACCOUNT};QueueEndpoint=http://{host}:{ports.queue}/{ACCOUNT};"
+        f"TableEndpoint=http://{host}:{ports.table}/{ACCOUNT};"
+    )

@@ -6,6 +6,7 @@ be simulated in seconds. Both processes read the epoch and scale from the enviro
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -20,8 +21,12 @@ class VirtualClock:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.scale <= 0:
-            raise ValueError("time scale must be positive")
+        if isinstance(self.scale, bool) or not isinstance(self.scale, int | float):
+            raise ValueError(f"time scale must be a number, not {self.scale!r}")
+        if not math.isfinite(self.scale) or self.scale <= 0:
+            raise ValueError(f"time scale must be a positive finite number, not {self.scale!r}")
+        if isinstance(self.epoch, bool) or not isinstance(self.epoch, int | float) or not math.isfinite(self.epoch):
+            raise ValueError(f"epoch must be a finite Unix time, not {self.epoch!r}")
 
     def now(self) -> float:
         """Emulated Unix time, in seconds."""
@@ -36,8 +41,20 @@ class VirtualClock:
 
     @classmethod
     def from_env(cls, scale: float | None = None) -> VirtualClock:
-        """The clock described by the environment; a new epoch (now) when none is set."""
-        epoch = float(os.environ.get(EPOCH_ENV) or time.time())
-        if scale is None:
-            scale = float(os.environ.get(SCALE_ENV) or 1.0)
-        return cls(epoch=epoch, scale=scale)
+        """The clock described by the environment (`scale`, when given, overrides $DEVSTACK_TIME_SCALE); a new
+        epoch (now) when none is set. A malformed variable is a ValueError that names it."""
+        epoch = _number(EPOCH_ENV, os.environ[EPOCH_ENV]) if os.environ.get(EPOCH_ENV) else time.time()
+        if scale is None and os.environ.get(SCALE_ENV):
+            scale = _number(SCALE_ENV, os.environ[SCALE_ENV])
+            if not math.isfinite(scale) or scale <= 0:
+                raise ValueError(f"{SCALE_ENV} must be a positive number, not {os.environ[SCALE_ENV]!r}")
+        if not math.isfinite(epoch):
+            raise ValueError(f"{EPOCH_ENV} must be a finite Unix time, not {os.environ[EPOCH_ENV]!r}")
+        return cls(epoch=epoch, scale=1.0 if scale is None else scale)
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None

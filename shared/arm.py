@@ -65,8 +65,13 @@ class ArmDeployment:
 class ArmClient:
     """Lists deployments with `nextLink` paging; transient failures are retried by the shared retry policy."""
 
-    def __init__(self, endpoint: str, credential: TokenCredential, session: requests.Session | None = None,
-                 timeout: float = DEFAULT_TIMEOUT_SECONDS) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        credential: TokenCredential,
+        session: requests.Session | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.credential = credential
         self.session = session or azure_session()
@@ -90,8 +95,9 @@ class ArmClient:
         except ClientAuthenticationError as exc:
             raise ArmError(None, "CredentialUnavailable", "could not get a token for ARM from the identity") from exc
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout,
-                                        headers={"Authorization": f"Bearer {token}"})
+            response = self.session.get(
+                url, params=params, timeout=self.timeout, headers={"Authorization": f"Bearer {token}"}
+            )
         except requests.RequestException as exc:
             raise ArmError(None, "ConnectionFailed", f"no reply from ARM ({type(exc).__name__})") from exc
         if response.status_code != 200:

@@ -58,8 +58,12 @@ def table_service(settings: Settings) -> TableServiceClient:
 
         credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id)
         return TableServiceClient(endpoint=storage.table_service_uri, credential=credential)
-    raise Problem(500, "storage-not-configured", "Storage is not configured",
-                  "Set AzureWebJobsStorage, or AzureWebJobsStorage__tableServiceUri for an identity-based connection.")
+    raise Problem(
+        500,
+        "storage-not-configured",
+        "Storage is not configured",
+        "Set AzureWebJobsStorage, or AzureWebJobsStorage__tableServiceUri for an identity-based connection.",
+    )
 
 
 class Catalog:
@@ -81,8 +85,9 @@ class Catalog:
         self._tables_ready = True
 
     # Reading -------------------------------------------------------------------------------------------------
-    def list_jobs(self, resource: str | None = None, job_type: str | None = None,
-                  status: str | None = None) -> list[Job]:
+    def list_jobs(
+        self, resource: str | None = None, job_type: str | None = None, status: str | None = None
+    ) -> list[Job]:
         self.ensure_tables()
         clauses, parameters = [], {}
         for column, value in (("PartitionKey", resource), ("JobType", job_type), ("Status", status)):
@@ -90,7 +95,8 @@ class Catalog:
                 clauses.append(f"{column} eq @{column}")
                 parameters[column] = value
         entities: Iterable[Any] = (
-            self.jobs.query_entities(" and ".join(clauses), parameters=parameters) if clauses
+            self.jobs.query_entities(" and ".join(clauses), parameters=parameters)
+            if clauses
             else self.jobs.list_entities()
         )
         return sorted((_job(e) for e in entities), key=lambda j: (j.resource, j.external_id))
@@ -112,25 +118,42 @@ class Catalog:
             matches = [_job(e) for e in self.jobs.query_entities("RowKey eq @id", parameters={"id": external_id})]
         if not matches:
             where = f" in resource '{resource}'" if resource else ""
-            raise Problem(404, "job-not-found", "Job not found", f"No job '{external_id}' exists{where}. Import the "
-                          "resource's deployments, or check the id.")
+            raise Problem(
+                404,
+                "job-not-found",
+                "Job not found",
+                f"No job '{external_id}' exists{where}. Import the resource's deployments, or check the id.",
+            )
         if len(matches) > 1:
             names = ", ".join(sorted(j.resource for j in matches))
-            raise Problem(409, "job-ambiguous", "Job id is ambiguous", f"Job '{external_id}' exists in several "
-                          f"resources ({names}); add ?resource= to choose one.")
+            raise Problem(
+                409,
+                "job-ambiguous",
+                "Job id is ambiguous",
+                f"Job '{external_id}' exists in several resources ({names}); add ?resource= to choose one.",
+            )
         return matches[0]
 
     # Writing -------------------------------------------------------------------------------------------------
     def set_attributes(self, job: Job, attributes: dict[str, Any], now: datetime) -> Job:
         """Stores a job's attributes if nobody changed the job since it was read (else 409: read and retry)."""
-        entity = {"PartitionKey": job.resource, "RowKey": job.external_id, "Attributes": json.dumps(attributes),
-                  "UpdatedAt": _stamp(now)}
+        entity = {
+            "PartitionKey": job.resource,
+            "RowKey": job.external_id,
+            "Attributes": json.dumps(attributes),
+            "UpdatedAt": _stamp(now),
+        }
         try:
-            self.jobs.update_entity(entity, mode=UpdateMode.MERGE, etag=job.etag,
-                                    match_condition=MatchConditions.IfNotModified)
+            self.jobs.update_entity(
+                entity, mode=UpdateMode.MERGE, etag=job.etag, match_condition=MatchConditions.IfNotModified
+            )
         except (ResourceModifiedError, ResourceNotFoundError) as exc:
-            raise Problem(409, "job-changed", "Job changed meanwhile", f"Job '{job.external_id}' was changed by "
-                          "someone else while this request ran; read it again and retry.") from exc
+            raise Problem(
+                409,
+                "job-changed",
+                "Job changed meanwhile",
+                f"Job '{job.external_id}' was changed by someone else while this request ran; read it again and retry.",
+            ) from exc
         stored = self.get_job(job.resource, job.external_id)
         assert stored is not None
         return stored
@@ -150,8 +173,9 @@ class Catalog:
             current = existing.get(job.external_id)
             columns = _imported_columns(resource, job) | {"UpdatedAt": stamp}
             if current is None:
-                operations.append(("upsert", columns | {"Attributes": "{}", "ImportedAt": stamp, "RetiredAt": ""},
-                                   merge))
+                operations.append(
+                    ("upsert", columns | {"Attributes": "{}", "ImportedAt": stamp, "RetiredAt": ""}, merge)
+                )
                 counts.added += job.status is not JobStatus.SKIPPED
             elif current.get("Status") == JobStatus.RETIRED:
                 operations.append(("upsert", columns | {"RetiredAt": ""}, merge))
@@ -164,11 +188,21 @@ class Catalog:
         current_ids = {job.external_id for job in imported}
         for external_id, entity in existing.items():
             if external_id not in current_ids and entity.get("Status") != JobStatus.RETIRED:
-                operations.append(("upsert", {
-                    "PartitionKey": resource, "RowKey": external_id, "Status": JobStatus.RETIRED.value,
-                    "Reason": "The deployment no longer exists in the resource.", "RetiredAt": stamp,
-                    "UpdatedAt": stamp, "Fingerprint": "",
-                }, merge))
+                operations.append(
+                    (
+                        "upsert",
+                        {
+                            "PartitionKey": resource,
+                            "RowKey": external_id,
+                            "Status": JobStatus.RETIRED.value,
+                            "Reason": "The deployment no longer exists in the resource.",
+                            "RetiredAt": stamp,
+                            "UpdatedAt": stamp,
+                            "Fingerprint": "",
+                        },
+                        merge,
+                    )
+                )
                 counts.retired += 1
         for chunk in _chunks(operations, TRANSACTION_LIMIT):
             self.jobs.submit_transaction(chunk)
@@ -179,8 +213,12 @@ class Catalog:
         """A lease on importing `resource`, or ImportInProgress while another import holds one."""
         self.ensure_tables()
         owner = uuid.uuid4().hex
-        lease = {"PartitionKey": "import", "RowKey": resource, "Owner": owner,
-                 "LeasedUntil": _stamp(now + IMPORT_LEASE)}
+        lease = {
+            "PartitionKey": "import",
+            "RowKey": resource,
+            "Owner": owner,
+            "LeasedUntil": _stamp(now + IMPORT_LEASE),
+        }
         try:
             self.imports.create_entity(lease)
             return owner
@@ -190,8 +228,12 @@ class Catalog:
         if current.get("LeasedUntil") and current["LeasedUntil"] > _stamp(now):
             raise ImportInProgress(resource)
         try:
-            self.imports.update_entity(lease, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
-                                       match_condition=MatchConditions.IfNotModified)
+            self.imports.update_entity(
+                lease,
+                mode=UpdateMode.MERGE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
         except ResourceModifiedError as exc:
             raise ImportInProgress(resource) from exc
         return owner
@@ -201,11 +243,20 @@ class Catalog:
         current = self.imports.get_entity("import", resource)
         if current.get("Owner") != owner:
             return  # the lease expired and another import took it; leave its record alone
-        record = {"PartitionKey": "import", "RowKey": resource, "Owner": "", "LeasedUntil": "",
-                  "LastOutcome": json.dumps(outcome)}
+        record = {
+            "PartitionKey": "import",
+            "RowKey": resource,
+            "Owner": "",
+            "LeasedUntil": "",
+            "LastOutcome": json.dumps(outcome),
+        }
         with contextlib.suppress(ResourceModifiedError):
-            self.imports.update_entity(record, mode=UpdateMode.MERGE, etag=current.metadata["etag"],
-                                       match_condition=MatchConditions.IfNotModified)
+            self.imports.update_entity(
+                record,
+                mode=UpdateMode.MERGE,
+                etag=current.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
 
     def import_outcomes(self) -> dict[str, Any]:
         self.ensure_tables()
@@ -214,25 +265,43 @@ class Catalog:
 
 def _imported_columns(resource: str, job: ImportedJob) -> dict[str, Any]:
     return {
-        "PartitionKey": resource, "RowKey": job.external_id, "JobType": job.job_type.value,
-        "Deployment": job.deployment, "ModelFormat": job.model_format, "ModelName": job.model_name,
-        "ModelVersion": job.model_version, "Sku": job.sku, "BatchCapable": job.batch_capable,
-        "Status": job.status.value, "Reason": job.reason, "Fingerprint": job.fingerprint(),
+        "PartitionKey": resource,
+        "RowKey": job.external_id,
+        "JobType": job.job_type.value,
+        "Deployment": job.deployment,
+        "ModelFormat": job.model_format,
+        "ModelName": job.model_name,
+        "ModelVersion": job.model_version,
+        "Sku": job.sku,
+        "BatchCapable": job.batch_capable,
+        "Status": job.status.value,
+        "Reason": job.reason,
+        "Fingerprint": job.fingerprint(),
     }
 
 
 def _job(entity: Any) -> Job:
     imported = ImportedJob(
-        external_id=entity["RowKey"], job_type=JobType(entity["JobType"]), deployment=entity["Deployment"],
-        model_format=entity.get("ModelFormat", ""), model_name=entity.get("ModelName", ""),
-        model_version=entity.get("ModelVersion", ""), sku=entity.get("Sku", ""),
-        batch_capable=bool(entity.get("BatchCapable")), status=JobStatus(entity["Status"]),
+        external_id=entity["RowKey"],
+        job_type=JobType(entity["JobType"]),
+        deployment=entity["Deployment"],
+        model_format=entity.get("ModelFormat", ""),
+        model_name=entity.get("ModelName", ""),
+        model_version=entity.get("ModelVersion", ""),
+        sku=entity.get("Sku", ""),
+        batch_capable=bool(entity.get("BatchCapable")),
+        status=JobStatus(entity["Status"]),
         reason=entity.get("Reason", ""),
     )
-    return Job(resource=entity["PartitionKey"], imported=imported,
-               attributes=json.loads(entity.get("Attributes") or "{}"), imported_at=entity.get("ImportedAt", ""),
-               updated_at=entity.get("UpdatedAt", ""), retired_at=entity.get("RetiredAt", ""),
-               etag=entity.metadata.get("etag"))
+    return Job(
+        resource=entity["PartitionKey"],
+        imported=imported,
+        attributes=json.loads(entity.get("Attributes") or "{}"),
+        imported_at=entity.get("ImportedAt", ""),
+        updated_at=entity.get("UpdatedAt", ""),
+        retired_at=entity.get("RetiredAt", ""),
+        etag=entity.metadata.get("etag"),
+    )
 
 
 def _stamp(moment: datetime) -> str:
@@ -241,4 +310,4 @@ def _stamp(moment: datetime) -> str:
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
-        yield items[start: start + size]
+        yield items[start : start + size]

@@ -26,8 +26,11 @@ class ResourceImport:
         if self.counts is not None:
             data["counts"] = self.counts.to_dict()
         if self.error is not None:
-            data["error"] = {"upstreamStatus": self.error.status, "code": self.error.code,
-                             "message": self.error.message}
+            data["error"] = {
+                "upstreamStatus": self.error.status,
+                "code": self.error.code,
+                "message": self.error.message,
+            }
         if self.busy:
             data["busy"] = True
         return data
@@ -57,8 +60,9 @@ class ImportReport:
         return {**self.totals.to_dict(), "resources": [item.to_dict() for item in self.resources]}
 
 
-def import_deployments(resources: tuple[OpenAIResource, ...], arm: ArmClient, catalog: Catalog,
-                       now: datetime) -> ImportReport:
+def import_deployments(
+    resources: tuple[OpenAIResource, ...], arm: ArmClient, catalog: Catalog, now: datetime
+) -> ImportReport:
     """Imports every resource in turn; one resource's failure does not stop the others or touch its jobs."""
     report = ImportReport()
     for resource in resources:

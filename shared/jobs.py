@@ -127,9 +127,14 @@ def deployment_of(external_id: str) -> str:
 def check_external_id(external_id: str) -> str:
     """The external id, if it is a deployment name (optionally with `::batch`) Azure would accept; else 400."""
     if not DEPLOYMENT_NAME.match(deployment_of(external_id)):
-        raise Problem(400, "invalid-external-id", "Invalid job id",
-                      "A job id is an Azure OpenAI deployment name (2-64 letters, digits, '.', '_' or '-'), "
-                      f"optionally followed by '{BATCH_SUFFIX}'.", [FieldError("externalId", "not a deployment name")])
+        raise Problem(
+            400,
+            "invalid-external-id",
+            "Invalid job id",
+            "A job id is an Azure OpenAI deployment name (2-64 letters, digits, '.', '_' or '-'), "
+            f"optionally followed by '{BATCH_SUFFIX}'.",
+            [FieldError("externalId", "not a deployment name")],
+        )
     return external_id
 
 
@@ -138,28 +143,56 @@ def classify(deployment: ArmDeployment) -> list[ImportedJob]:
     batch_capable = deployment.sku_name in BATCH_SKUS
 
     def job(external_id: str, job_type: JobType, status: JobStatus, reason: str = "") -> ImportedJob:
-        return ImportedJob(external_id, job_type, deployment.name, deployment.model_format, deployment.model_name,
-                           deployment.model_version, deployment.sku_name, batch_capable, status, reason)
+        return ImportedJob(
+            external_id,
+            job_type,
+            deployment.name,
+            deployment.model_format,
+            deployment.model_name,
+            deployment.model_version,
+            deployment.sku_name,
+            batch_capable,
+            status,
+            reason,
+        )
 
     if _is_embedding(deployment) and not _is_chat(deployment):
         return [job(deployment.name, JobType.EMBEDDING, JobStatus.SKIPPED, "Embedding jobs are not runnable yet.")]
     if not _is_chat(deployment):
-        return [job(deployment.name, JobType.UNSUPPORTED, JobStatus.SKIPPED,
-                    f"The model {deployment.model_name} is not chat-capable.")]
+        return [
+            job(
+                deployment.name,
+                JobType.UNSUPPORTED,
+                JobStatus.SKIPPED,
+                f"The model {deployment.model_name} is not chat-capable.",
+            )
+        ]
     if deployment.provisioning_state != "Succeeded":
-        reason = (f"The deployment's provisioning state is {deployment.provisioning_state or 'unknown'}; only "
-                  "Succeeded deployments can run.")
-        return [job(deployment.name, JobType.CHAT_COMPLETION, JobStatus.NOT_RUNNABLE, reason),
-                job(deployment.name + BATCH_SUFFIX, JobType.BATCH, JobStatus.NOT_RUNNABLE, reason)]
+        reason = (
+            f"The deployment's provisioning state is {deployment.provisioning_state or 'unknown'}; only "
+            "Succeeded deployments can run."
+        )
+        return [
+            job(deployment.name, JobType.CHAT_COMPLETION, JobStatus.NOT_RUNNABLE, reason),
+            job(deployment.name + BATCH_SUFFIX, JobType.BATCH, JobStatus.NOT_RUNNABLE, reason),
+        ]
     if batch_capable:
-        chat = job(deployment.name, JobType.CHAT_COMPLETION, JobStatus.NOT_RUNNABLE,
-                   f"{deployment.sku_name} deployments serve batch jobs only; run {deployment.name}{BATCH_SUFFIX}.")
+        chat = job(
+            deployment.name,
+            JobType.CHAT_COMPLETION,
+            JobStatus.NOT_RUNNABLE,
+            f"{deployment.sku_name} deployments serve batch jobs only; run {deployment.name}{BATCH_SUFFIX}.",
+        )
         batch = job(deployment.name + BATCH_SUFFIX, JobType.BATCH, JobStatus.ACTIVE)
     else:
         chat = job(deployment.name, JobType.CHAT_COMPLETION, JobStatus.ACTIVE)
-        batch = job(deployment.name + BATCH_SUFFIX, JobType.BATCH, JobStatus.NOT_RUNNABLE,
-                    f"SKU {deployment.sku_name or 'unknown'} cannot run batch jobs; only "
-                    f"{' and '.join(sorted(BATCH_SKUS))} deployments can.")
+        batch = job(
+            deployment.name + BATCH_SUFFIX,
+            JobType.BATCH,
+            JobStatus.NOT_RUNNABLE,
+            f"SKU {deployment.sku_name or 'unknown'} cannot run batch jobs; only "
+            f"{' and '.join(sorted(BATCH_SKUS))} deployments can.",
+        )
     return [chat, batch]
 
 
@@ -229,7 +262,8 @@ def _temperature(value: Any) -> str | None:
 
 ATTRIBUTES: dict[JobType, dict[str, AttributeSpec]] = {
     JobType.BATCH: {
-        spec.name: spec for spec in (
+        spec.name: spec
+        for spec in (
             AttributeSpec("inputFileId", "OpenAI Input File ID", None, _file_id),
             AttributeSpec("inputFileSecret", "OpenAI Input File ID (Key Vault secret name)", None, _secret_name),
             AttributeSpec("endpoint", "OpenAI Batch Endpoint", "/chat/completions", _one_of(BATCH_ENDPOINTS)),
@@ -237,7 +271,8 @@ ATTRIBUTES: dict[JobType, dict[str, AttributeSpec]] = {
         )
     },
     JobType.CHAT_COMPLETION: {
-        spec.name: spec for spec in (
+        spec.name: spec
+        for spec in (
             AttributeSpec("systemPrompt", "OpenAI System Prompt", None, _text),
             AttributeSpec("maxTokens", "OpenAI Max Tokens", None, _max_tokens),
             AttributeSpec("temperature", "OpenAI Temperature", None, _temperature),
@@ -249,8 +284,13 @@ ATTRIBUTES: dict[JobType, dict[str, AttributeSpec]] = {
 def merge_attributes(job_type: JobType, current: Mapping[str, Any], changes: Any) -> dict[str, Any]:
     """The attributes after applying `changes` (null removes one), or a 400 naming every bad field."""
     if not isinstance(changes, dict):
-        raise Problem(400, "validation-failed", "The request is not valid", "attributes must be a JSON object.",
-                      [FieldError("attributes", "must be an object")])
+        raise Problem(
+            400,
+            "validation-failed",
+            "The request is not valid",
+            "attributes must be a JSON object.",
+            [FieldError("attributes", "must be an object")],
+        )
     specs = ATTRIBUTES.get(job_type, {})
     errors: list[FieldError] = []
     merged = dict(current)
@@ -258,8 +298,9 @@ def merge_attributes(job_type: JobType, current: Mapping[str, Any], changes: Any
         spec = specs.get(name)
         if spec is None:
             known = ", ".join(specs) or "none"
-            errors.append(FieldError(f"attributes.{name}", f"is not an attribute of a {job_type.display_name} "
-                                     f"(known: {known})"))
+            errors.append(
+                FieldError(f"attributes.{name}", f"is not an attribute of a {job_type.display_name} (known: {known})")
+            )
         elif value is None:
             merged.pop(name, None)
         elif (message := spec.check(value)) is not None:
@@ -269,6 +310,11 @@ def merge_attributes(job_type: JobType, current: Mapping[str, Any], changes: Any
     if not errors and merged.get("inputFileId") and merged.get("inputFileSecret"):
         errors.append(FieldError("attributes.inputFileSecret", "set either inputFileId or inputFileSecret, not both"))
     if errors:
-        raise Problem(400, "validation-failed", "The request is not valid",
-                      f"Invalid job attributes: {', '.join(e.field for e in errors)}.", errors)
+        raise Problem(
+            400,
+            "validation-failed",
+            "The request is not valid",
+            f"Invalid job attributes: {', '.join(e.field for e in errors)}.",
+            errors,
+        )
     return merged

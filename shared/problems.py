@@ -52,8 +52,7 @@ class Problem(Exception):
 def validation_problem(errors: list[FieldError], detail: str | None = None) -> Problem:
     """400: the request names fields the service cannot accept; every bad field is listed."""
     fields = ", ".join(e.field for e in errors)
-    return Problem(400, "validation-failed", "The request is not valid", detail or f"Invalid fields: {fields}.",
-                   errors)
+    return Problem(400, "validation-failed", "The request is not valid", detail or f"Invalid fields: {fields}.", errors)
 
 
 def not_found(kind: str, identifier: str) -> Problem:

@@ -17,8 +17,15 @@ DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 # Every app setting this module reads (the Functions host's own, such as AzureWebJobsStorage, come on top).
-SETTING_NAMES = ("AZURE_OPENAI_RESOURCES", "ARM_ENDPOINT", "CATALOG_TABLE", "KEY_VAULT_URL",
-                 "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", "DEPLOYMENT_SYNC_SCHEDULE", STORAGE_CONNECTION)
+SETTING_NAMES = (
+    "AZURE_OPENAI_RESOURCES",
+    "ARM_ENDPOINT",
+    "CATALOG_TABLE",
+    "KEY_VAULT_URL",
+    "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
+    "DEPLOYMENT_SYNC_SCHEDULE",
+    STORAGE_CONNECTION,
+)
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}[a-zA-Z0-9]$")
 
 
@@ -39,8 +46,10 @@ class OpenAIResource:
 
     @property
     def arm_id(self) -> str:
-        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.CognitiveServices/accounts/{self.name}")
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.CognitiveServices/accounts/{self.name}"
+        )
 
     @property
     def portal_url(self) -> str:
@@ -113,14 +122,16 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
             raise SettingsError(f"{where} is missing {', '.join(missing)}")
         if not RESOURCE_NAME.match(str(entry["name"])):
             raise SettingsError(f"{where}.name is not a valid Azure OpenAI resource name")
-        resources.append(OpenAIResource(
-            name=str(entry["name"]),
-            endpoint=str(entry["endpoint"]).rstrip("/"),
-            subscription_id=str(entry["subscriptionId"]),
-            resource_group=str(entry["resourceGroup"]),
-            tenant_id=str(entry.get("tenantId", "")),
-            api_version=str(entry.get("apiVersion") or DEFAULT_API_VERSION),
-        ))
+        resources.append(
+            OpenAIResource(
+                name=str(entry["name"]),
+                endpoint=str(entry["endpoint"]).rstrip("/"),
+                subscription_id=str(entry["subscriptionId"]),
+                resource_group=str(entry["resourceGroup"]),
+                tenant_id=str(entry.get("tenantId", "")),
+                api_version=str(entry.get("apiVersion") or DEFAULT_API_VERSION),
+            )
+        )
     names = [r.name for r in resources]
     if len(set(names)) != len(names):
         raise SettingsError("AZURE_OPENAI_RESOURCES names a resource twice")

@@ -79,8 +79,9 @@ class RunningEmulator:
         return list(response.json()["value"])
 
     def put_deployment(self, resource: str, name: str, **deployment: Any) -> None:
-        requests.put(f"{self.control}/resources/{resource}/deployments/{name}", json=deployment,
-                     timeout=10).raise_for_status()
+        requests.put(
+            f"{self.control}/resources/{resource}/deployments/{name}", json=deployment, timeout=10
+        ).raise_for_status()
 
     def delete_deployment(self, resource: str, name: str) -> None:
         requests.delete(f"{self.control}/resources/{resource}/deployments/{name}", timeout=10).raise_for_status()
@@ -92,12 +93,26 @@ class RunningEmulator:
         return float(requests.get(f"{self.control}/clock", timeout=10).json()["now"])
 
 
-def start_emulator(state_dir: Path, *, time_scale: float, config: Path = TEST_CONFIG,
-                   extra_args: list[str] | None = None) -> RunningEmulator:
+def start_emulator(
+    state_dir: Path, *, time_scale: float, config: Path = TEST_CONFIG, extra_args: list[str] | None = None
+) -> RunningEmulator:
     endpoints_file = state_dir / "endpoints.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTACK_")}
-    command = [sys.executable, "-m", "devstack", "emulators", "--port", "0", "--state-dir", str(state_dir),
-               "--config", str(config), "--time-scale", str(time_scale), *(extra_args or [])]
+    command = [
+        sys.executable,
+        "-m",
+        "devstack",
+        "emulators",
+        "--port",
+        "0",
+        "--state-dir",
+        str(state_dir),
+        "--config",
+        str(config),
+        "--time-scale",
+        str(time_scale),
+        *(extra_args or []),
+    ]
     log = state_dir / "emulator.log"
     with log.open("wb") as output:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
@@ -186,11 +201,17 @@ def app_settings(
 
     resource = emulator.resource("aoai-devstack-eastus")
     settings = {
-        "AZURE_OPENAI_RESOURCES": json.dumps([{
-            "name": "aoai-devstack-eastus", "endpoint": resource["endpoint"],
-            "subscriptionId": emulator.endpoints["arm"]["subscriptionId"],
-            "resourceGroup": emulator.endpoints["arm"]["resourceGroup"], "tenantId": emulator.endpoints["tenantId"],
-        }]),
+        "AZURE_OPENAI_RESOURCES": json.dumps(
+            [
+                {
+                    "name": "aoai-devstack-eastus",
+                    "endpoint": resource["endpoint"],
+                    "subscriptionId": emulator.endpoints["arm"]["subscriptionId"],
+                    "resourceGroup": emulator.endpoints["arm"]["resourceGroup"],
+                    "tenantId": emulator.endpoints["tenantId"],
+                }
+            ]
+        ),
         "ARM_ENDPOINT": emulator.endpoints["arm"]["endpoint"],
         "AzureWebJobsStorage": azurite.connection_string,
         "CATALOG_TABLE": f"jobs{os.urandom(4).hex()}",

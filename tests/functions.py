@@ -23,14 +23,27 @@ def trigger_binding(name: str) -> dict[str, Any]:
     return next(b for b in bindings if str(b["type"]).endswith("Trigger"))
 
 
-def call_http(name: str, method: str, path: str, *, body: Any = None, params: dict[str, str] | None = None,
-              route_params: dict[str, str] | None = None, raw_body: bytes | None = None) -> func.HttpResponse:
+def call_http(
+    name: str,
+    method: str,
+    path: str,
+    *,
+    body: Any = None,
+    params: dict[str, str] | None = None,
+    route_params: dict[str, str] | None = None,
+    raw_body: bytes | None = None,
+) -> func.HttpResponse:
     """Invokes HTTP function `name` with a request built as the worker builds it."""
     data = raw_body if raw_body is not None else (b"" if body is None else json.dumps(body).encode())
     query = f"?{urlencode(params)}" if params else ""
-    request = func.HttpRequest(method=method, url=f"http://localhost:7071/api/{path}{query}", body=data,
-                               params=params or {}, route_params=route_params or {},
-                               headers={"Content-Type": "application/json"} if data else {})
+    request = func.HttpRequest(
+        method=method,
+        url=f"http://localhost:7071/api/{path}{query}",
+        body=data,
+        params=params or {},
+        route_params=route_params or {},
+        headers={"Content-Type": "application/json"} if data else {},
+    )
     response: func.HttpResponse = functions_by_name()[name].get_user_function()(request)
     return response
 

@@ -24,8 +24,7 @@ MODEL = {"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"}
 
 def run_import(now: datetime | None = None) -> dict[str, Any]:
     settings = get_settings()
-    report = import_deployments(settings.resources, services.arm_client(), services.catalog(),
-                                now or datetime.now(UTC))
+    report = import_deployments(settings.resources, services.arm_client(), services.catalog(), now or datetime.now(UTC))
     return report.to_dict()
 
 
@@ -39,13 +38,26 @@ def test_first_import_pages_through_arm_and_classifies_every_deployment(emulator
 
     catalogue = jobs()
     assert {k: report[k] for k in ("added", "updated", "retired", "revived", "skipped")} == {
-        "added": 10, "updated": 0, "retired": 0, "revived": 0, "skipped": 1}
+        "added": 10,
+        "updated": 0,
+        "retired": 0,
+        "revived": 0,
+        "skipped": 1,
+    }
     # six deployments over three ARM pages of two
     assert len(emulator.requests_log(service="arm", route="deployments.list")) == 3
     assert set(catalogue) == {
-        "gpt-4o-batch", "gpt-4o-batch::batch", "gpt-4o-mini-dz-batch", "gpt-4o-mini-dz-batch::batch", "gpt-4o",
-        "gpt-4o::batch", "gpt-35-turbo-legacy", "gpt-35-turbo-legacy::batch", "text-embedding-3-small",
-        "gpt-4-retiring", "gpt-4-retiring::batch",
+        "gpt-4o-batch",
+        "gpt-4o-batch::batch",
+        "gpt-4o-mini-dz-batch",
+        "gpt-4o-mini-dz-batch::batch",
+        "gpt-4o",
+        "gpt-4o::batch",
+        "gpt-35-turbo-legacy",
+        "gpt-35-turbo-legacy::batch",
+        "text-embedding-3-small",
+        "gpt-4-retiring",
+        "gpt-4-retiring::batch",
     }
     status = {external_id: job.status for external_id, job in catalogue.items()}
     assert status["gpt-4o-batch::batch"] is JobStatus.ACTIVE
@@ -58,7 +70,12 @@ def test_first_import_pages_through_arm_and_classifies_every_deployment(emulator
     assert "Failed" in catalogue["gpt-4-retiring::batch"].imported.reason
     batch = catalogue["gpt-4o-batch::batch"].imported
     assert (batch.deployment, batch.model_name, batch.model_version, batch.sku, batch.batch_capable) == (
-        "gpt-4o-batch", "gpt-4o", "2024-08-06", "GlobalBatch", True)
+        "gpt-4o-batch",
+        "gpt-4o",
+        "2024-08-06",
+        "GlobalBatch",
+        True,
+    )
 
 
 @pytest.mark.usefixtures("app_settings")
@@ -77,10 +94,20 @@ def test_reimport_adds_updates_retires_and_revives(emulator: RunningEmulator) ->
     run_import()
     catalog = services.catalog()
     catalog.set_attributes(jobs()["gpt-4o-batch::batch"], {"inputFileId": "file-kept"}, datetime.now(UTC))
-    emulator.put_deployment(RESOURCE, "gpt-4o-new-batch", model=MODEL, sku={"name": "GlobalBatch", "capacity": 5},
-                            capabilities={"chatCompletion": "true"})
-    emulator.put_deployment(RESOURCE, "gpt-4o", model={**MODEL, "version": "2024-11-20"},
-                            sku={"name": "GlobalStandard", "capacity": 50}, capabilities={"chatCompletion": "true"})
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o-new-batch",
+        model=MODEL,
+        sku={"name": "GlobalBatch", "capacity": 5},
+        capabilities={"chatCompletion": "true"},
+    )
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o",
+        model={**MODEL, "version": "2024-11-20"},
+        sku={"name": "GlobalStandard", "capacity": 50},
+        capabilities={"chatCompletion": "true"},
+    )
     emulator.delete_deployment(RESOURCE, "gpt-4o-batch")
 
     second = run_import(datetime.now(UTC) + timedelta(minutes=30))
@@ -90,26 +117,39 @@ def test_reimport_adds_updates_retires_and_revives(emulator: RunningEmulator) ->
     assert after["gpt-4o-new-batch::batch"].status is JobStatus.ACTIVE
     assert after["gpt-4o"].imported.model_version == "2024-11-20"
     retired = after["gpt-4o-batch::batch"]
-    assert retired.status is JobStatus.RETIRED and retired.retired_at
+    assert retired.status is JobStatus.RETIRED
+    assert retired.retired_at
     assert retired.attributes == {"inputFileId": "file-kept"}  # kept, with what the user set
 
-    emulator.put_deployment(RESOURCE, "gpt-4o-batch", model=MODEL, sku={"name": "GlobalBatch", "capacity": 250},
-                            capabilities={"chatCompletion": "true"})
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o-batch",
+        model=MODEL,
+        sku={"name": "GlobalBatch", "capacity": 250},
+        capabilities={"chatCompletion": "true"},
+    )
     third = run_import(datetime.now(UTC) + timedelta(hours=1))
 
     assert third["revived"] == 2
     revived = jobs()["gpt-4o-batch::batch"]
-    assert revived.status is JobStatus.ACTIVE and not revived.retired_at
+    assert revived.status is JobStatus.ACTIVE
+    assert not revived.retired_at
     assert revived.attributes == {"inputFileId": "file-kept"}
 
 
 @pytest.mark.usefixtures("app_settings")
 def test_attributes_survive_reimport_that_changes_the_deployment(emulator: RunningEmulator) -> None:
     run_import()
-    services.catalog().set_attributes(jobs()["gpt-4o"], {"systemPrompt": "Be brief.", "maxTokens": 64},
-                                      datetime.now(UTC))
-    emulator.put_deployment(RESOURCE, "gpt-4o", model=MODEL, sku={"name": "GlobalStandard", "capacity": 99},
-                            capabilities={"chatCompletion": "true"})
+    services.catalog().set_attributes(
+        jobs()["gpt-4o"], {"systemPrompt": "Be brief.", "maxTokens": 64}, datetime.now(UTC)
+    )
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o",
+        model=MODEL,
+        sku={"name": "GlobalStandard", "capacity": 99},
+        capabilities={"chatCompletion": "true"},
+    )
 
     run_import()
 
@@ -120,8 +160,13 @@ def test_attributes_survive_reimport_that_changes_the_deployment(emulator: Runni
 def test_many_deployments_are_written_in_several_transactions(emulator: RunningEmulator) -> None:
     emulator_deployments = 60  # 120 jobs: more than one 100-operation entity-group transaction
     for i in range(emulator_deployments):
-        emulator.put_deployment(RESOURCE, f"bulk-{i:03d}", model=MODEL, sku={"name": "GlobalBatch", "capacity": 1},
-                                capabilities={"chatCompletion": "true"})
+        emulator.put_deployment(
+            RESOURCE,
+            f"bulk-{i:03d}",
+            model=MODEL,
+            sku={"name": "GlobalBatch", "capacity": 1},
+            capabilities={"chatCompletion": "true"},
+        )
 
     report = run_import()
 
@@ -234,8 +279,11 @@ def test_arm_client_reports_unreachable_arm_as_connection_failure(emulator: Runn
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    client = ArmClient(f"http://127.0.0.1:{port}", ManagedIdentityCredential(),
-                       session=azure_session(retry_policy(attempts=1, backoff=0.01)))
+    client = ArmClient(
+        f"http://127.0.0.1:{port}",
+        ManagedIdentityCredential(),
+        session=azure_session(retry_policy(attempts=1, backoff=0.01)),
+    )
 
     with pytest.raises(ArmError) as raised:
         names(client)

@@ -21,10 +21,24 @@ from shared.jobs import (
 from shared.problems import Problem
 
 
-def deployment(name: str = "gpt-4o", *, model: str = "gpt-4o", sku: str = "GlobalStandard",
-               capabilities: dict[str, str] | None = None, state: str = "Succeeded") -> ArmDeployment:
-    return ArmDeployment(name, "OpenAI", model, "2024-08-06", sku, 10,
-                         {"chatCompletion": "true"} if capabilities is None else capabilities, state)
+def deployment(
+    name: str = "gpt-4o",
+    *,
+    model: str = "gpt-4o",
+    sku: str = "GlobalStandard",
+    capabilities: dict[str, str] | None = None,
+    state: str = "Succeeded",
+) -> ArmDeployment:
+    return ArmDeployment(
+        name,
+        "OpenAI",
+        model,
+        "2024-08-06",
+        sku,
+        10,
+        {"chatCompletion": "true"} if capabilities is None else capabilities,
+        state,
+    )
 
 
 def by_type(jobs: list[ImportedJob]) -> dict[JobType, ImportedJob]:
@@ -56,7 +70,8 @@ def test_non_batch_sku_batch_job_is_imported_not_runnable_saying_which_skus_can(
 
     assert batch.batch_capable is False
     assert batch.status is JobStatus.NOT_RUNNABLE
-    assert "DataZoneBatch" in batch.reason and "GlobalBatch" in batch.reason
+    assert "DataZoneBatch" in batch.reason
+    assert "GlobalBatch" in batch.reason
 
 
 def test_capability_decides_over_the_model_name() -> None:
@@ -104,8 +119,10 @@ def test_valid_external_ids_pass(external_id: str) -> None:
     assert check_external_id(external_id) == external_id
 
 
-@pytest.mark.parametrize("external_id", ["a", "../secrets", "gpt 4o", "gpt-4o::chat", "-x", "x" * 65,
-                                         "gpt-4o/../../batches", "gpt-4o?x=1", "::batch"])
+@pytest.mark.parametrize(
+    "external_id",
+    ["a", "../secrets", "gpt 4o", "gpt-4o::chat", "-x", "x" * 65, "gpt-4o/../../batches", "gpt-4o?x=1", "::batch"],
+)
 def test_invalid_external_ids_are_400_before_any_call(external_id: str) -> None:
     with pytest.raises(Problem) as raised:
         check_external_id(external_id)
@@ -122,8 +139,12 @@ def test_batch_suffix_is_stripped_for_service_calls() -> None:
 def test_batch_attributes_default_as_the_seed_says() -> None:
     job = Job("r", classify(deployment(sku="GlobalBatch"))[1])
 
-    assert job.effective_attributes() == {"inputFileId": None, "inputFileSecret": None,
-                                          "endpoint": "/chat/completions", "completionWindow": "24h"}
+    assert job.effective_attributes() == {
+        "inputFileId": None,
+        "inputFileSecret": None,
+        "endpoint": "/chat/completions",
+        "completionWindow": "24h",
+    }
 
 
 @pytest.mark.parametrize(
@@ -170,19 +191,26 @@ def test_every_bad_field_is_reported_at_once() -> None:
     with pytest.raises(Problem) as raised:
         merge_attributes(JobType.CHAT_COMPLETION, {}, {"maxTokens": -1, "temperature": 9, "colour": 1})
 
-    assert sorted(e.field for e in raised.value.errors) == ["attributes.colour", "attributes.maxTokens",
-                                                           "attributes.temperature"]
+    assert sorted(e.field for e in raised.value.errors) == [
+        "attributes.colour",
+        "attributes.maxTokens",
+        "attributes.temperature",
+    ]
 
 
 def test_null_removes_an_attribute_and_others_are_kept() -> None:
-    merged = merge_attributes(JobType.CHAT_COMPLETION, {"systemPrompt": "Be brief.", "maxTokens": 100},
-                              {"maxTokens": None, "temperature": 0.3})
+    merged = merge_attributes(
+        JobType.CHAT_COMPLETION,
+        {"systemPrompt": "Be brief.", "maxTokens": 100},
+        {"maxTokens": None, "temperature": 0.3},
+    )
 
     assert merged == {"systemPrompt": "Be brief.", "temperature": 0.3}
 
 
 def test_switching_from_file_id_to_secret_needs_the_file_id_cleared() -> None:
-    merged = merge_attributes(JobType.BATCH, {"inputFileId": "file-abc"},
-                              {"inputFileId": None, "inputFileSecret": "batch-input"})
+    merged = merge_attributes(
+        JobType.BATCH, {"inputFileId": "file-abc"}, {"inputFileId": None, "inputFileSecret": "batch-input"}
+    )
 
     assert merged == {"inputFileSecret": "batch-input"}

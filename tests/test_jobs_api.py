@@ -21,13 +21,18 @@ def import_now(**params: str) -> func.HttpResponse:
 
 
 def get_job(external_id: str, **params: str) -> func.HttpResponse:
-    return call_http("get_job", "GET", f"jobs/{external_id}", route_params={"externalId": external_id},
-                     params=params)
+    return call_http("get_job", "GET", f"jobs/{external_id}", route_params={"externalId": external_id}, params=params)
 
 
 def patch_job(external_id: str, body: Any = None, raw_body: bytes | None = None) -> func.HttpResponse:
-    return call_http("set_job_attributes", "PATCH", f"jobs/{external_id}", body=body, raw_body=raw_body,
-                     route_params={"externalId": external_id})
+    return call_http(
+        "set_job_attributes",
+        "PATCH",
+        f"jobs/{external_id}",
+        body=body,
+        raw_body=raw_body,
+        route_params={"externalId": external_id},
+    )
 
 
 def assert_problem(response: func.HttpResponse, status: int, *fields: str) -> dict[str, Any]:
@@ -53,7 +58,11 @@ def test_import_returns_counts() -> None:
     assert response.status_code == 200
     body = json_of(response)
     assert {k: body[k] for k in ("added", "updated", "retired", "skipped")} == {
-        "added": 10, "updated": 0, "retired": 0, "skipped": 1}
+        "added": 10,
+        "updated": 0,
+        "retired": 0,
+        "skipped": 1,
+    }
     assert body["resources"][0]["resource"] == "aoai-devstack-eastus"
 
 
@@ -88,14 +97,17 @@ def test_list_filters_by_resource_type_and_status() -> None:
     other_resource = json_of(call_http("list_jobs", "GET", "jobs", params={"resource": "aoai-devstack-swedencentral"}))
 
     assert everything["count"] == 11
-    assert sorted(j["externalId"] for j in runnable_batches["value"]) == ["gpt-4o-batch::batch",
-                                                                         "gpt-4o-mini-dz-batch::batch"]
+    assert sorted(j["externalId"] for j in runnable_batches["value"]) == [
+        "gpt-4o-batch::batch",
+        "gpt-4o-mini-dz-batch::batch",
+    ]
     assert other_resource == {"value": [], "count": 0}
 
 
 def test_list_with_unknown_filter_values_is_400_naming_them() -> None:
-    assert_problem(call_http("list_jobs", "GET", "jobs", params={"type": "fax", "status": "sleepy"}), 400,
-                   "type", "status")
+    assert_problem(
+        call_http("list_jobs", "GET", "jobs", params={"type": "fax", "status": "sleepy"}), 400, "type", "status"
+    )
 
 
 def test_get_job_returns_the_job_resource() -> None:
@@ -106,12 +118,17 @@ def test_get_job_returns_the_job_resource() -> None:
     assert response.status_code == 200
     job = json_of(response)
     assert job["externalId"] == "gpt-4o-batch::batch"
-    assert job["jobType"] == "batch" and job["jobTypeName"] == "Azure OpenAI Batch Job"
+    assert job["jobType"] == "batch"
+    assert job["jobTypeName"] == "Azure OpenAI Batch Job"
     assert job["deployment"] == "gpt-4o-batch"
     assert job["model"] == {"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"}
     assert (job["sku"], job["batchCapable"], job["status"]) == ("GlobalBatch", True, "active")
-    assert job["attributes"] == {"inputFileId": None, "inputFileSecret": None, "endpoint": "/chat/completions",
-                                 "completionWindow": "24h"}
+    assert job["attributes"] == {
+        "inputFileId": None,
+        "inputFileSecret": None,
+        "endpoint": "/chat/completions",
+        "completionWindow": "24h",
+    }
 
 
 def test_unknown_job_is_404_naming_the_id() -> None:
@@ -140,11 +157,15 @@ def test_patch_sets_attributes_and_they_read_back() -> None:
 def test_patch_chat_attributes() -> None:
     import_now()
 
-    response = patch_job("gpt-4o", {"attributes": {"systemPrompt": "Answer in French.", "maxTokens": 200,
-                                                   "temperature": 0.2}})
+    response = patch_job(
+        "gpt-4o", {"attributes": {"systemPrompt": "Answer in French.", "maxTokens": 200, "temperature": 0.2}}
+    )
 
-    assert json_of(response)["attributes"] == {"systemPrompt": "Answer in French.", "maxTokens": 200,
-                                               "temperature": 0.2}
+    assert json_of(response)["attributes"] == {
+        "systemPrompt": "Answer in French.",
+        "maxTokens": 200,
+        "temperature": 0.2,
+    }
 
 
 @pytest.mark.parametrize(
@@ -200,7 +221,8 @@ def test_misconfigured_resources_setting_is_a_500_without_the_value(monkeypatch:
 
     body = assert_problem(import_now(), 500)
 
-    assert "AZURE_OPENAI_RESOURCES" in body["detail"] and "{not json" not in body["detail"]
+    assert "AZURE_OPENAI_RESOURCES" in body["detail"]
+    assert "{not json" not in body["detail"]
 
 
 # The timer ------------------------------------------------------------------------------------------------------
@@ -217,7 +239,8 @@ def test_timer_is_bound_to_the_schedule_setting() -> None:
 
     assert binding["type"] == "timerTrigger"
     assert binding["schedule"] == "%DEPLOYMENT_SYNC_SCHEDULE%"
-    assert binding["useMonitor"] is True and binding["runOnStartup"] is False
+    assert binding["useMonitor"] is True
+    assert binding["runOnStartup"] is False
 
 
 def test_timer_sync_imports_and_keeps_attributes(emulator: RunningEmulator) -> None:

@@ -28,8 +28,12 @@ def served_operations() -> set[tuple[str, str]]:
 
 
 def test_every_route_is_documented_and_every_documented_route_exists() -> None:
-    documented = {(path, method) for path, item in SPEC["paths"].items() for method in item
-                  if method in {"get", "post", "put", "patch", "delete"}}
+    documented = {
+        (path, method)
+        for path, item in SPEC["paths"].items()
+        for method in item
+        if method in {"get", "post", "put", "patch", "delete"}
+    }
 
     assert documented == served_operations()
 
@@ -40,8 +44,11 @@ def test_anonymous_routes_are_the_ones_without_security() -> None:
         for binding in function.get_bindings_dict()["bindings"]:
             if binding["type"] == "httpTrigger" and str(binding["authLevel"].value) == "anonymous":
                 anonymous.add(f"/{binding['route']}")
-    documented_open = {path for path, item in SPEC["paths"].items()
-                       for method, operation in item.items() if isinstance(operation, dict)
-                       and operation.get("security") == []}
+    documented_open = {
+        path
+        for path, item in SPEC["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and operation.get("security") == []
+    }
 
     assert documented_open == anonymous

@@ -39,20 +39,35 @@ def test_defaults_apply_when_settings_are_absent() -> None:
 
 
 def test_resource_defaults_api_version_and_builds_portal_link() -> None:
-    settings = Settings.from_environment({"AZURE_OPENAI_RESOURCES": json.dumps([
-        {"name": "aoai-prod", "endpoint": "https://aoai-prod.openai.azure.com/", "subscriptionId": "sub",
-         "resourceGroup": "rg", "tenantId": "tenant"}])})
+    settings = Settings.from_environment(
+        {
+            "AZURE_OPENAI_RESOURCES": json.dumps(
+                [
+                    {
+                        "name": "aoai-prod",
+                        "endpoint": "https://aoai-prod.openai.azure.com/",
+                        "subscriptionId": "sub",
+                        "resourceGroup": "rg",
+                        "tenantId": "tenant",
+                    }
+                ]
+            )
+        }
+    )
 
     resource = settings.resources[0]
     assert resource.api_version == "2024-10-21"
     assert resource.endpoint == "https://aoai-prod.openai.azure.com"
-    assert resource.portal_url == ("https://portal.azure.com/#@tenant/resource/subscriptions/sub/resourceGroups/rg"
-                                   "/providers/Microsoft.CognitiveServices/accounts/aoai-prod/overview")
+    assert resource.portal_url == (
+        "https://portal.azure.com/#@tenant/resource/subscriptions/sub/resourceGroups/rg"
+        "/providers/Microsoft.CognitiveServices/accounts/aoai-prod/overview"
+    )
 
 
 def test_identity_based_storage_connection() -> None:
-    settings = Settings.from_environment({"AzureWebJobsStorage__accountName": "staoai",
-                                          "AzureWebJobsStorage__clientId": "client"})
+    settings = Settings.from_environment(
+        {"AzureWebJobsStorage__accountName": "staoai", "AzureWebJobsStorage__clientId": "client"}
+    )
 
     assert settings.storage.connection_string is None
     assert settings.storage.table_service_uri == "https://staoai.table.core.windows.net"
@@ -66,8 +81,11 @@ def test_identity_based_storage_connection() -> None:
         ('{"name": "x"}', "JSON array"),
         ('[{"name": "x"}]', "missing endpoint, subscriptionId, resourceGroup"),
         ('[{"name": "bad name", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]', "name"),
-        ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"},'
-         ' {"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]', "twice"),
+        (
+            '[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"},'
+            ' {"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]',
+            "twice",
+        ),
     ],
 )
 def test_malformed_resources_setting_names_the_problem(value: str, message: str) -> None:

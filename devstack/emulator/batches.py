@@ -17,8 +17,16 @@ from typing import Any
 from devstack.emulator.completions import CompletionResult, chat_request_problem, complete, request_tokens
 from devstack.emulator.config import Deployment, EmulatorConfig, Resource, Speeds
 
-BATCH_STATUSES = ("validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
-                  "cancelled")
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
 TERMINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 COMPLETION_WINDOWS = {"24h": 24 * 3600}
 BATCH_ENDPOINTS = ("/chat/completions",)
@@ -50,8 +58,14 @@ class StoredFile:
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {
-            "bytes": len(self.content), "created_at": self.created_at, "filename": self.filename, "id": self.id,
-            "object": "file", "purpose": self.purpose, "status": self.status(now), "status_details": None,
+            "bytes": len(self.content),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "id": self.id,
+            "object": "file",
+            "purpose": self.purpose,
+            "status": self.status(now),
+            "status_details": None,
         }
 
 
@@ -171,8 +185,16 @@ class ResourceState:
     def create_batch(self, body: Any, now: float) -> Batch:
         """A new batch in `validating`, or BatchRequestError for a body or quota the service refuses at once."""
         input_file_id, endpoint, window, metadata = _batch_request(body)
-        batch = Batch(new_batch_id(), endpoint, input_file_id, window, metadata, now,
-                      Speeds(**vars(self.resource.speeds)), empty_file_ids=self.config.empty_file_ids)
+        batch = Batch(
+            new_batch_id(),
+            endpoint,
+            input_file_id,
+            window,
+            metadata,
+            now,
+            Speeds(**vars(self.resource.speeds)),
+            empty_file_ids=self.config.empty_file_ids,
+        )
         stored = self.files.get(input_file_id)
         if stored is not None:
             deployment, tokens = _enqueued_tokens(stored.content)
@@ -187,9 +209,7 @@ class ResourceState:
         return batch
 
     def enqueued_tokens(self, deployment: str) -> int:
-        return sum(
-            b.enqueued_tokens for b in self.batches.values() if b.deployment == deployment and not b.is_terminal
-        )
+        return sum(b.enqueued_tokens for b in self.batches.values() if b.deployment == deployment and not b.is_terminal)
 
     def advance_all(self, now: float) -> None:
         for batch in self.batches.values():
@@ -253,8 +273,13 @@ class ResourceState:
     def _validate(self, batch: Batch, at: float) -> None:
         stored = self.files.get(batch.input_file_id)
         if stored is None:
-            errors = [_error("input_file_not_found", f"The input file '{batch.input_file_id}' was not found. "
-                             "Files are scoped to the Azure OpenAI resource they were uploaded to.")]
+            errors = [
+                _error(
+                    "input_file_not_found",
+                    f"The input file '{batch.input_file_id}' was not found. "
+                    "Files are scoped to the Azure OpenAI resource they were uploaded to.",
+                )
+            ]
         else:
             batch.lines_seen = sum(1 for line in stored.content.splitlines() if line.strip())
             tasks, errors = validate_input(stored.content, batch.endpoint, self.resource, self.config, at)
@@ -269,13 +294,16 @@ class ResourceState:
         setattr(batch, f"{status}_at", at)
         if batch.in_progress_at is None:
             return  # never validated: there are no results to publish
-        done, left = batch.tasks[: batch.processed], batch.tasks[batch.processed:]
+        done, left = batch.tasks[: batch.processed], batch.tasks[batch.processed :]
         output = [t.output_line() for t in done if t.result.status_code == 200]
         errors = [t.output_line() for t in done if t.result.status_code != 200]
         if status in {"expired", "cancelled"}:
             code = f"batch_{status}"
-            message = ("This request could not be executed before the completion window expired."
-                       if status == "expired" else "This request was not executed because the batch was cancelled.")
+            message = (
+                "This request could not be executed before the completion window expired."
+                if status == "expired"
+                else "This request was not executed because the batch was cancelled."
+            )
             errors += [t.unprocessed_line(code, message) for t in left]
         batch.output_file_id = self._result_file(batch, "output", output, at).id
         batch.error_file_id = self._result_file(batch, "error", errors, at).id
@@ -299,8 +327,9 @@ def validate_input(
     except UnicodeDecodeError:
         return [], [_error("invalid_json_line", "The input file is not valid UTF-8.", line=1)]
     if text.startswith("\ufeff"):
-        return [], [_error("invalid_json_line", "The input file starts with a byte order mark; use UTF-8 without "
-                           "BOM.", line=1)]
+        return [], [
+            _error("invalid_json_line", "The input file starts with a byte order mark; use UTF-8 without BOM.", line=1)
+        ]
     requests: list[tuple[int, dict[str, Any]]] = []
     seen: set[str] = set()
     errors: list[dict[str, Any]] = []
@@ -310,20 +339,33 @@ def validate_input(
         try:
             line = json.loads(raw)
         except ValueError:
-            errors.append(_error("invalid_json_line", "A line in the input file could not be parsed as JSON.",
-                                 line=number))
+            errors.append(
+                _error("invalid_json_line", "A line in the input file could not be parsed as JSON.", line=number)
+            )
             continue
         problem = _line_schema_problem(line)
         if problem:
             errors.append(_error("invalid_request", problem, line=number))
             continue
         if line["url"] != endpoint:
-            errors.append(_error("url_mismatch", f"The url '{line['url']}' does not match the batch endpoint "
-                                 f"'{endpoint}'.", param="url", line=number))
+            errors.append(
+                _error(
+                    "url_mismatch",
+                    f"The url '{line['url']}' does not match the batch endpoint '{endpoint}'.",
+                    param="url",
+                    line=number,
+                )
+            )
             continue
         if line["custom_id"] in seen:
-            errors.append(_error("duplicate_custom_id", f"The custom ID '{line['custom_id']}' is a duplicate of "
-                                 "the custom ID in another request.", param="custom_id", line=number))
+            errors.append(
+                _error(
+                    "duplicate_custom_id",
+                    f"The custom ID '{line['custom_id']}' is a duplicate of the custom ID in another request.",
+                    param="custom_id",
+                    line=number,
+                )
+            )
             continue
         seen.add(line["custom_id"])
         requests.append((number, line))
@@ -332,27 +374,54 @@ def validate_input(
     if not requests:
         return [], [_error("empty_batch", "The input file contains no requests.")]
     if len(requests) > config.max_requests_per_file:
-        return [], [_error("too_many_tasks", f"The number of requests in the input file exceeds the maximum of "
-                           f"{config.max_requests_per_file:,}.")]
+        return [], [
+            _error(
+                "too_many_tasks",
+                f"The number of requests in the input file exceeds the maximum of {config.max_requests_per_file:,}.",
+            )
+        ]
     first_line, first = requests[0]
     model = first["body"].get("model")
     for number, line in requests[1:]:
         if line["body"].get("model") != model:
-            return [], [_error("model_mismatch", "The model deployment in this request does not match the rest of "
-                               "the file. All requests in a batch must use the same deployment.", param="body.model",
-                               line=number)]
+            return [], [
+                _error(
+                    "model_mismatch",
+                    "The model deployment in this request does not match the rest of "
+                    "the file. All requests in a batch must use the same deployment.",
+                    param="body.model",
+                    line=number,
+                )
+            ]
     deployment = resource.deployment(str(model))
     if deployment is None or deployment.provisioning_state != "Succeeded":
-        return [], [_error("model_not_found", f"The provided model deployment '{model}' does not exist in the "
-                           "Azure OpenAI resource.", param="body.model", line=first_line)]
+        return [], [
+            _error(
+                "model_not_found",
+                f"The provided model deployment '{model}' does not exist in the Azure OpenAI resource.",
+                param="body.model",
+                line=first_line,
+            )
+        ]
     if not deployment.is_batch:
-        return [], [_error("invalid_request", f"The model deployment '{model}' has SKU '{deployment.sku_name}', "
-                           "which does not support batch requests. Use a GlobalBatch or DataZoneBatch deployment.",
-                           param="body.model", line=first_line)]
+        return [], [
+            _error(
+                "invalid_request",
+                f"The model deployment '{model}' has SKU '{deployment.sku_name}', "
+                "which does not support batch requests. Use a GlobalBatch or DataZoneBatch deployment.",
+                param="body.model",
+                line=first_line,
+            )
+        ]
     ordered = sorted(requests, key=lambda item: hashlib.sha256(item[1]["custom_id"].encode()).digest())
-    tasks = [Task(line["custom_id"], _task_result(deployment, line["body"], at, config),
-                  str(uuid.uuid5(uuid.NAMESPACE_OID, f"{line['custom_id']}/{at}")))
-             for _, line in ordered]
+    tasks = [
+        Task(
+            line["custom_id"],
+            _task_result(deployment, line["body"], at, config),
+            str(uuid.uuid5(uuid.NAMESPACE_OID, f"{line['custom_id']}/{at}")),
+        )
+        for _, line in ordered
+    ]
     return tasks, []
 
 
@@ -360,8 +429,17 @@ def _task_result(deployment: Deployment, body: dict[str, Any], at: float, config
     problem = chat_request_problem(body)
     if problem is not None:
         param, message = problem
-        return CompletionResult(400, {"error": {"code": "invalid_request_error", "message": message, "param": param,
-                                                "type": "invalid_request_error"}})
+        return CompletionResult(
+            400,
+            {
+                "error": {
+                    "code": "invalid_request_error",
+                    "message": message,
+                    "param": param,
+                    "type": "invalid_request_error",
+                }
+            },
+        )
     return complete(deployment, body, int(at), config.line_failures)
 
 
@@ -392,26 +470,37 @@ def _batch_request(body: Any) -> tuple[str, str, str, dict[str, str] | None]:
         raise BatchRequestError("invalid_request", f"Invalid file id '{input_file_id}'.", "input_file_id")
     endpoint = body.get("endpoint")
     if endpoint not in BATCH_ENDPOINTS:
-        raise BatchRequestError("invalid_request", f"The endpoint '{endpoint}' is not supported. Supported "
-                                f"values: {', '.join(BATCH_ENDPOINTS)}.", "endpoint")
+        raise BatchRequestError(
+            "invalid_request",
+            f"The endpoint '{endpoint}' is not supported. Supported values: {', '.join(BATCH_ENDPOINTS)}.",
+            "endpoint",
+        )
     window = body.get("completion_window")
     if window not in COMPLETION_WINDOWS:
-        raise BatchRequestError("invalid_request", f"The completion window '{window}' is not supported. Supported "
-                                "values: 24h.", "completion_window")
+        raise BatchRequestError(
+            "invalid_request",
+            f"The completion window '{window}' is not supported. Supported values: 24h.",
+            "completion_window",
+        )
     metadata = body.get("metadata")
     if metadata is not None:
         if not isinstance(metadata, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
         ):
-            raise BatchRequestError("invalid_request", "metadata must be an object of string keys and string values.",
-                                    "metadata")
+            raise BatchRequestError(
+                "invalid_request", "metadata must be an object of string keys and string values.", "metadata"
+            )
         if len(metadata) > MAX_METADATA_PAIRS:
-            raise BatchRequestError("invalid_request", f"metadata can have at most {MAX_METADATA_PAIRS} pairs.",
-                                    "metadata")
+            raise BatchRequestError(
+                "invalid_request", f"metadata can have at most {MAX_METADATA_PAIRS} pairs.", "metadata"
+            )
         for key, value in metadata.items():
             if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
-                raise BatchRequestError("invalid_request", f"metadata keys are limited to {MAX_METADATA_KEY} "
-                                        f"characters and values to {MAX_METADATA_VALUE}.", "metadata")
+                raise BatchRequestError(
+                    "invalid_request",
+                    f"metadata keys are limited to {MAX_METADATA_KEY} characters and values to {MAX_METADATA_VALUE}.",
+                    "metadata",
+                )
     return input_file_id, str(endpoint), str(window), metadata
 
 
@@ -439,5 +528,7 @@ def _token_limit_message(deployment: Deployment) -> str:
         shown = f"{limit / 1_000:g}K"
     else:
         shown = str(limit)
-    return (f"The number of enqueued tokens has surpassed the configured limit of {shown} for the deployment "
-            f"'{deployment.name}'. Please either increase the limit or try again once the current jobs have finished.")
+    return (
+        f"The number of enqueued tokens has surpassed the configured limit of {shown} for the deployment "
+        f"'{deployment.name}'. Please either increase the limit or try again once the current jobs have finished."
+    )

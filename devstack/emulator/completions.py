@@ -49,8 +49,9 @@ def request_tokens(body: dict[str, Any]) -> int:
     return prompt_tokens(messages) if isinstance(messages, list) else 0
 
 
-def complete(deployment: Deployment, body: dict[str, Any], created: int,
-             failures: list[LineFailure]) -> CompletionResult:
+def complete(
+    deployment: Deployment, body: dict[str, Any], created: int, failures: list[LineFailure]
+) -> CompletionResult:
     """The reply to a chat completion request whose shape is already valid."""
     messages: list[Any] = body["messages"]
     prompt = "\n".join(message_text(m) for m in messages)
@@ -71,31 +72,38 @@ def complete(deployment: Deployment, body: dict[str, Any], created: int,
     if isinstance(max_tokens, int) and completion_tokens > max_tokens:
         reply, completion_tokens, finish_reason = reply[: max_tokens * 4], max_tokens, "length"
     prompt_count = prompt_tokens(messages)
-    return CompletionResult(200, {
-        "choices": [{
-            "content_filter_results": SAFE_FILTER,
-            "finish_reason": finish_reason,
-            "index": 0,
-            "logprobs": None,
-            "message": {"annotations": [], "content": reply, "refusal": None, "role": "assistant"},
-        }],
-        "created": created,
-        "id": f"chatcmpl-{digest[8:38]}",
-        "model": f"{deployment.model_name}-{deployment.model_version}",
-        "object": "chat.completion",
-        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE_FILTER}],
-        "system_fingerprint": f"fp_{digest[38:48]}",
-        "usage": {
-            "completion_tokens": completion_tokens,
-            "completion_tokens_details": {
-                "accepted_prediction_tokens": 0, "audio_tokens": 0, "reasoning_tokens": 0,
-                "rejected_prediction_tokens": 0,
+    return CompletionResult(
+        200,
+        {
+            "choices": [
+                {
+                    "content_filter_results": SAFE_FILTER,
+                    "finish_reason": finish_reason,
+                    "index": 0,
+                    "logprobs": None,
+                    "message": {"annotations": [], "content": reply, "refusal": None, "role": "assistant"},
+                }
+            ],
+            "created": created,
+            "id": f"chatcmpl-{digest[8:38]}",
+            "model": f"{deployment.model_name}-{deployment.model_version}",
+            "object": "chat.completion",
+            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": SAFE_FILTER}],
+            "system_fingerprint": f"fp_{digest[38:48]}",
+            "usage": {
+                "completion_tokens": completion_tokens,
+                "completion_tokens_details": {
+                    "accepted_prediction_tokens": 0,
+                    "audio_tokens": 0,
+                    "reasoning_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
+                "prompt_tokens": prompt_count,
+                "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
+                "total_tokens": prompt_count + completion_tokens,
             },
-            "prompt_tokens": prompt_count,
-            "prompt_tokens_details": {"audio_tokens": 0, "cached_tokens": 0},
-            "total_tokens": prompt_count + completion_tokens,
         },
-    })
+    )
 
 
 def chat_request_problem(body: Any) -> tuple[str | None, str] | None:
@@ -106,8 +114,14 @@ def chat_request_problem(body: Any) -> tuple[str | None, str] | None:
     if not isinstance(messages, list) or not messages:
         return "messages", "'messages' is a required property" if messages is None else "[] is too short - 'messages'"
     for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in {"system", "user", "assistant", "developer",
-                                                                          "tool", "function"}:
+        if not isinstance(message, dict) or message.get("role") not in {
+            "system",
+            "user",
+            "assistant",
+            "developer",
+            "tool",
+            "function",
+        }:
             return f"messages[{index}].role", f"Invalid value for 'messages[{index}].role'."
     max_tokens = body.get("max_tokens")
     if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1):

@@ -8,7 +8,12 @@ from aiohttp import web
 
 
 def openai_error(
-    status: int, code: str, message: str, *, param: str | None = None, type_: str | None = None,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    type_: str | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """Azure OpenAI data plane: `{"error": {"code", "message", "param"?, "type"?}}`."""

@@ -46,8 +46,14 @@ class KeyVault:
         the api-version, and returns the vault's base URL as this request reached it."""
         token = bearer_token(request.headers.get("Authorization"))
         if token is None:
-            raise ServiceError(keyvault_error(401, "Unauthorized", "AKV10000: Request is missing a Bearer or PoP "
-                                              "token.", headers=self._challenge()))
+            raise ServiceError(
+                keyvault_error(
+                    401,
+                    "Unauthorized",
+                    "AKV10000: Request is missing a Bearer or PoP token.",
+                    headers=self._challenge(),
+                )
+            )
         try:
             self.state.issuer.verify(token, VAULT_AUDIENCES)
         except InvalidToken as exc:
@@ -62,13 +68,18 @@ class KeyVault:
         if version is None:
             raise ServiceError(keyvault_error(400, "BadParameter", "The api-version parameter is missing."))
         if version not in API_VERSIONS:
-            raise ServiceError(keyvault_error(400, "BadParameter", f"The specified version ({version}) is not "
-                                              "recognized. Consider using the latest supported version "
-                                              f"({LATEST_API_VERSION})."))
+            raise ServiceError(
+                keyvault_error(
+                    400,
+                    "BadParameter",
+                    f"The specified version ({version}) is not "
+                    "recognized. Consider using the latest supported version "
+                    f"({LATEST_API_VERSION}).",
+                )
+            )
         name = request.match_info.get("name")
         if name is not None and not SECRET_NAME.match(name):
-            raise ServiceError(keyvault_error(400, "BadParameter", f"The request URI contains an invalid name: "
-                                              f"{name}"))
+            raise ServiceError(keyvault_error(400, "BadParameter", f"The request URI contains an invalid name: {name}"))
         return str(request.url.origin())
 
     async def get_secret(self, request: web.Request) -> web.Response:
@@ -78,14 +89,25 @@ class KeyVault:
         secret = self.state.vault.version(name, version) if version else self.state.vault.latest(name)
         if secret is None:
             shown = f"{name}/{version}" if version else name
-            return keyvault_error(404, "SecretNotFound", f"A secret with (name/id) {shown} was not found in this key "
-                                  "vault. If you recently deleted this secret you may be able to recover it using the "
-                                  "correct recovery command. For help resolving this issue, please see "
-                                  "https://go.microsoft.com/fwlink/?linkid=2125182")
+            return keyvault_error(
+                404,
+                "SecretNotFound",
+                f"A secret with (name/id) {shown} was not found in this key "
+                "vault. If you recently deleted this secret you may be able to recover it using the "
+                "correct recovery command. For help resolving this issue, please see "
+                "https://go.microsoft.com/fwlink/?linkid=2125182",
+            )
         if not secret.enabled:
-            return web.json_response({"error": {"code": "Forbidden", "message": "Operation get is not allowed on a "
-                                                "disabled secret.", "innererror": {"code": "SecretDisabled"}}},
-                                     status=403)
+            return web.json_response(
+                {
+                    "error": {
+                        "code": "Forbidden",
+                        "message": "Operation get is not allowed on a disabled secret.",
+                        "innererror": {"code": "SecretDisabled"},
+                    }
+                },
+                status=403,
+            )
         return web.json_response(secret.bundle(vault_url))
 
     async def set_secret(self, request: web.Request) -> web.Response:
@@ -109,8 +131,13 @@ class KeyVault:
         if tags is not None and not (isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())):
             return keyvault_error(400, "BadParameter", "Property tags must be an object of strings.")
         secret = self.state.vault.set(
-            request.match_info["name"], body["value"], content_type=content_type, tags=tags,
-            enabled=attributes.get("enabled", True), not_before=attributes.get("nbf"), expires=attributes.get("exp"),
+            request.match_info["name"],
+            body["value"],
+            content_type=content_type,
+            tags=tags,
+            enabled=attributes.get("enabled", True),
+            not_before=attributes.get("nbf"),
+            expires=attributes.get("exp"),
         )
         return web.json_response(secret.bundle(vault_url))
 
@@ -138,7 +165,7 @@ class KeyVault:
         if not NUMBER.fullmatch(skip_text):
             return keyvault_error(400, "BadParameter", f"The skip token {skip_text} is not valid.")
         start = int(skip_text)
-        page = items[start: start + size]
+        page = items[start : start + size]
         next_link = None
         if start + size < len(items):
             query = request.url.query.copy()

@@ -21,10 +21,14 @@ from devstack.emulator.tokens import COGNITIVE_AUDIENCES, InvalidToken, bearer_t
 API_VERSION = "2024-10-21"
 UPLOAD_PURPOSES = {"fine-tune", "assistants", "batch"}
 MAX_BATCH_FILES = 500
-KEY_DENIED = ("Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
-              "for an active subscription and use a correct regional API endpoint for your resource.")
-TOKEN_DENIED = ("Unauthorized. Access token is missing, invalid, audience is incorrect "
-                "(https://cognitiveservices.azure.com), or have expired.")
+KEY_DENIED = (
+    "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
+    "for an active subscription and use a correct regional API endpoint for your resource."
+)
+TOKEN_DENIED = (
+    "Unauthorized. Access token is missing, invalid, audience is incorrect "
+    "(https://cognitiveservices.azure.com), or have expired."
+)
 
 
 def not_found() -> ServiceError:
@@ -45,8 +49,9 @@ def routes(state: EmulatorState) -> list[web.RouteDef]:
         web.get(f"{base}/batches", api.list_batches, name="openai:batches.list"),
         web.get(f"{base}/batches/{{batch_id}}", api.get_batch, name="openai:batches.get"),
         web.post(f"{base}/batches/{{batch_id}}/cancel", api.cancel_batch, name="openai:batches.cancel"),
-        web.post(f"{base}/deployments/{{deployment}}/chat/completions", api.chat_completions,
-                 name="openai:chat.completions"),
+        web.post(
+            f"{base}/deployments/{{deployment}}/chat/completions", api.chat_completions, name="openai:chat.completions"
+        ),
         web.route("*", f"{base}/{{tail:.*}}", api.unknown_route, name="openai:unknown"),
     ]
 
@@ -87,8 +92,9 @@ class DataPlane:
     async def upload_file(self, request: web.Request) -> web.Response:
         resource = self._enter(request)
         if not request.content_type.startswith("multipart/"):
-            return openai_error(400, "invalidPayload", "The request must be multipart/form-data with 'purpose' and "
-                                "'file'.")
+            return openai_error(
+                400, "invalidPayload", "The request must be multipart/form-data with 'purpose' and 'file'."
+            )
         purpose, filename, content = None, None, b""
         reader = await request.multipart()
         async for part in reader:
@@ -100,18 +106,31 @@ class DataPlane:
                 filename = part.filename or "file"
                 content = bytes(await part.read())
                 if len(content) > self.state.config.max_file_bytes:
-                    return openai_error(400, "invalidPayload", "The file exceeds the maximum upload size of "
-                                        f"{self.state.config.max_file_bytes // (1024 * 1024)} MB.", param="file")
+                    return openai_error(
+                        400,
+                        "invalidPayload",
+                        "The file exceeds the maximum upload size of "
+                        f"{self.state.config.max_file_bytes // (1024 * 1024)} MB.",
+                        param="file",
+                    )
         if purpose is None:
             return openai_error(400, "invalidPayload", "The 'purpose' field is required.", param="purpose")
         if purpose not in UPLOAD_PURPOSES:
-            return openai_error(400, "invalidPayload", f"The purpose '{purpose}' is not supported. Supported values: "
-                                f"{', '.join(sorted(UPLOAD_PURPOSES))}.", param="purpose")
+            return openai_error(
+                400,
+                "invalidPayload",
+                f"The purpose '{purpose}' is not supported. Supported values: {', '.join(sorted(UPLOAD_PURPOSES))}.",
+                param="purpose",
+            )
         if filename is None:
             return openai_error(400, "invalidPayload", "The 'file' field is required.", param="file")
         if purpose == "batch" and sum(1 for f in resource.files.values() if f.purpose == "batch") >= MAX_BATCH_FILES:
-            return openai_error(400, "quotaExceeded", f"The resource has reached the limit of {MAX_BATCH_FILES} batch "
-                                "files. Delete files that are no longer needed.")
+            return openai_error(
+                400,
+                "quotaExceeded",
+                f"The resource has reached the limit of {MAX_BATCH_FILES} batch "
+                "files. Delete files that are no longer needed.",
+            )
         now = self.state.clock.now()
         stored = resource.add_file(filename, purpose, content, now)
         request["log_entry"].extra["file"] = {"id": stored.id, "filename": filename, "bytes": len(content)}
@@ -174,15 +193,17 @@ class DataPlane:
             ids = [b.id for b in newest_first]
             if after not in ids:
                 return openai_error(404, "notFound", f"Batch with id '{after}' was not found.", param="after")
-            newest_first = newest_first[ids.index(after) + 1:]
+            newest_first = newest_first[ids.index(after) + 1 :]
         page = newest_first[: int(limit_text)]
-        return web.json_response({
-            "data": [b.to_json() for b in page],
-            "first_id": page[0].id if page else None,
-            "has_more": len(newest_first) > len(page),
-            "last_id": page[-1].id if page else None,
-            "object": "list",
-        })
+        return web.json_response(
+            {
+                "data": [b.to_json() for b in page],
+                "first_id": page[0].id if page else None,
+                "has_more": len(newest_first) > len(page),
+                "last_id": page[-1].id if page else None,
+                "object": "list",
+            }
+        )
 
     def _batch(self, request: web.Request) -> tuple[ResourceState, Any]:
         resource = self._enter(request)
@@ -210,23 +231,39 @@ class DataPlane:
         name = request.match_info["deployment"]
         deployment = resource.resource.deployment(name)
         if deployment is None or deployment.provisioning_state != "Succeeded":
-            return openai_error(404, "DeploymentNotFound", "The API deployment for this resource does not exist. If "
-                                "you created the deployment within the last 5 minutes, please wait a moment and try "
-                                "again.")
+            return openai_error(
+                404,
+                "DeploymentNotFound",
+                "The API deployment for this resource does not exist. If "
+                "you created the deployment within the last 5 minutes, please wait a moment and try "
+                "again.",
+            )
         if not deployment.is_chat:
-            return openai_error(400, "OperationNotSupported", f"The chatCompletion operation does not work with the "
-                                f"specified model, {deployment.model_name}. Please choose different model and try "
-                                "again. You can learn more about which models can be used with each operation here: "
-                                "https://go.microsoft.com/fwlink/?linkid=2197993.")
+            return openai_error(
+                400,
+                "OperationNotSupported",
+                f"The chatCompletion operation does not work with the "
+                f"specified model, {deployment.model_name}. Please choose different model and try "
+                "again. You can learn more about which models can be used with each operation here: "
+                "https://go.microsoft.com/fwlink/?linkid=2197993.",
+            )
         if deployment.is_batch:
-            return openai_error(400, "OperationNotSupported", f"The deployment '{name}' has SKU "
-                                f"'{deployment.sku_name}', which serves batch jobs only. Submit requests through the "
-                                "batch API.")
+            return openai_error(
+                400,
+                "OperationNotSupported",
+                f"The deployment '{name}' has SKU "
+                f"'{deployment.sku_name}', which serves batch jobs only. Submit requests through the "
+                "batch API.",
+            )
         try:
             body = json.loads(await request.read() or b"null")
         except ValueError:
-            return openai_error(400, "invalid_request_error", "We could not parse the JSON body of your request.",
-                                type_="invalid_request_error")
+            return openai_error(
+                400,
+                "invalid_request_error",
+                "We could not parse the JSON body of your request.",
+                type_="invalid_request_error",
+            )
         problem = chat_request_problem(body)
         if problem is not None:
             param, message = problem

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -17,8 +18,8 @@ from aiohttp import web
 
 from devstack.clock import VirtualClock
 from devstack.emulator import arm_api, control, identity_api, keyvault_api, openai_api
-from devstack.emulator.config import EmulatorConfig
-from devstack.emulator.faults import emulation_middleware
+from devstack.emulator.config import ConfigError, EmulatorConfig
+from devstack.emulator.faults import SERVICES, FaultRuleError, emulation_middleware
 from devstack.emulator.state import EmulatorState
 
 UPLOAD_LIMIT = 256 * 1024 * 1024
@@ -37,15 +38,33 @@ class Options:
 
 
 def build_apps(state: EmulatorState) -> tuple[web.Application, web.Application]:
-    """The main application (OpenAI, ARM, identity, control) and the Key Vault application."""
+    """The main application (OpenAI, ARM, identity, control) and the Key Vault application.
+
+    Fault rules are checked against the routes and resources these serve from now on; the configured rules are
+    checked again here (FaultRuleError for one that matches nothing)."""
     middleware = emulation_middleware(state.faults, state.log, state.clock, control.fault_response)
     main = web.Application(middlewares=[middleware], client_max_size=UPLOAD_LIMIT)
     main.add_routes(control.routes(state))
     main.add_routes(arm_api.routes(state))
     main.add_routes(identity_api.routes(state))
     main.add_routes(openai_api.routes(state))
-    vault = web.Application(middlewares=[middleware])
+    vault_middleware = emulation_middleware(
+        state.faults, state.log, state.clock, control.fault_response, default_resource=state.config.key_vault.name
+    )
+    vault = web.Application(middlewares=[vault_middleware])
     vault.add_routes(keyvault_api.routes(state))
+
+    routes: dict[str, set[str]] = {service: set() for service in SERVICES}
+    for app in (main, vault):
+        for name in app.router.named_resources():
+            service, _, route = name.partition(":")
+            if service in routes:
+                routes[service].add(route)
+    accounts = set(state.config.resources)
+    state.faults.set_targets(
+        routes, {"openai": accounts, "arm": accounts, "keyvault": {state.config.key_vault.name}, "identity": set()}
+    )
+    state.faults.replace(state.config.faults)
     return main, vault
 
 
@@ -69,8 +88,7 @@ def endpoints(state: EmulatorState, base_url: str, vault_url: str, ca_bundle: Pa
             name: {"endpoint": f"{base_url}/{name}", "apiKey": resource.api_key}
             for name, resource in config.resources.items()
         },
-        "arm": {"endpoint": base_url, "subscriptionId": config.subscription_id,
-                "resourceGroup": config.resource_group},
+        "arm": {"endpoint": base_url, "subscriptionId": config.subscription_id, "resourceGroup": config.resource_group},
         "keyVault": {"url": vault_url, "caBundle": str(ca_bundle.resolve()), "name": config.key_vault.name},
         "identity": {"endpoint": f"{base_url}/msi/token", "header": config.identity_header},
         "tenantId": config.tenant_id,
@@ -79,10 +97,16 @@ def endpoints(state: EmulatorState, base_url: str, vault_url: str, ca_bundle: Pa
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    if not 0 <= port <= 65535:
+        raise OSError(f"port {port} is out of range (0-65535)")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     return sock
 
 
@@ -94,16 +118,31 @@ def write_atomically(path: Path, data: dict[str, Any]) -> None:
 
 
 async def serve(options: Options) -> None:
+    """Runs the emulators until SIGINT or SIGTERM. ConfigError for an unusable configuration (config file, fault
+    rules, time settings), OSError when a port cannot be had; either way nothing is written before."""
     config = EmulatorConfig.load(options.config)
-    clock = VirtualClock.from_env(options.time_scale)
+    try:
+        clock = VirtualClock.from_env(options.time_scale)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     state = EmulatorState(config, clock, fault_seed=options.fault_seed)
-    main_app, vault_app = build_apps(state)
-    tls, ca_bundle = issue_tls(options.state_dir)
+    try:
+        main_app, vault_app = build_apps(state)
+    except FaultRuleError as exc:
+        raise ConfigError(f"fault rule: {exc}") from exc
 
+    # Ports first: a second emulator started by mistake on the same ports and state directory must fail before it
+    # overwrites the CA bundle and endpoints.json of the one already running.
     main_sock = _bind(options.host, options.port)
-    vault_port = options.keyvault_port if options.keyvault_port is not None else (
-        options.port + 1 if options.port else 0)
-    vault_sock = _bind(options.host, vault_port)
+    vault_port = (
+        options.keyvault_port if options.keyvault_port is not None else (options.port + 1 if options.port else 0)
+    )
+    try:
+        vault_sock = _bind(options.host, vault_port)
+    except OSError:
+        main_sock.close()
+        raise
+    tls, ca_bundle = issue_tls(options.state_dir)
     runners = [web.AppRunner(main_app, access_log=None), web.AppRunner(vault_app, access_log=None)]
     for runner in runners:
         await runner.setup()
@@ -114,7 +153,8 @@ async def serve(options: Options) -> None:
     base_url = f"http://{shown_host}:{main_sock.getsockname()[1]}"
     vault_url = f"https://{shown_host}:{vault_sock.getsockname()[1]}"
     published = endpoints(state, base_url, vault_url, ca_bundle)
-    write_atomically(options.endpoints_file or options.state_dir / "endpoints.json", published)
+    endpoints_file = options.endpoints_file or options.state_dir / "endpoints.json"
+    write_atomically(endpoints_file, published)
     _announce(published, clock)
 
     stop = asyncio.Event()
@@ -124,6 +164,10 @@ async def serve(options: Options) -> None:
     try:
         await stop.wait()
     finally:
+        # Once the emulators are gone, their endpoints.json would only mislead whoever waits for the next start.
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(endpoints_file.read_text()) == published:
+                endpoints_file.unlink()
         for runner in runners:
             await runner.cleanup()
 
@@ -132,9 +176,12 @@ def _announce(published: dict[str, Any], clock: VirtualClock) -> None:
     lines = ["Azure emulators are up (Ctrl-C stops them):"]
     for name, resource in published["openai"].items():
         lines.append(f"  Azure OpenAI  {name:<32} {resource['endpoint']}  api-key {resource['apiKey']}")
-    lines.append(f"  ARM           {published['arm']['endpoint']}  subscription {published['arm']['subscriptionId']}"
-                 f"  resource group {published['arm']['resourceGroup']}")
+    lines.append(
+        f"  ARM           {published['arm']['endpoint']}  subscription {published['arm']['subscriptionId']}"
+        f"  resource group {published['arm']['resourceGroup']}"
+    )
     lines.append(f"  Key Vault     {published['keyVault']['url']}  CA bundle {published['keyVault']['caBundle']}")
-    lines.append(f"  Identity      {published['identity']['endpoint']}  X-IDENTITY-HEADER {published['identity']['header']}")
+    identity = published["identity"]
+    lines.append(f"  Identity      {identity['endpoint']}  X-IDENTITY-HEADER {identity['header']}")
     lines.append(f"  Control       {published['emulator']['control']}  time scale x{clock.scale:g}")
     print("\n".join(lines), flush=True)

@@ -17,8 +17,14 @@ import jwt
 TOKEN_LIFETIME_SECONDS = 24 * 3600  # managed-identity tokens live about a day
 
 # Audiences each emulated service accepts (Entra writes ARM's with a trailing slash when asked for it).
-ARM_AUDIENCES = frozenset({"https://management.core.windows.net/", "https://management.core.windows.net",
-                           "https://management.azure.com/", "https://management.azure.com"})
+ARM_AUDIENCES = frozenset(
+    {
+        "https://management.core.windows.net/",
+        "https://management.core.windows.net",
+        "https://management.azure.com/",
+        "https://management.azure.com",
+    }
+)
 COGNITIVE_AUDIENCES = frozenset({"https://cognitiveservices.azure.com", "https://cognitiveservices.azure.com/"})
 VAULT_AUDIENCES = frozenset({"https://vault.azure.net", "https://vault.azure.net/"})
 
@@ -81,8 +87,9 @@ class TokenIssuer:
                 token, self._key, algorithms=["HS256"], options={"verify_aud": False}, leeway=60
             )
         except jwt.ExpiredSignatureError as exc:
-            expired = jwt.decode(token, self._key, algorithms=["HS256"], options={"verify_aud": False,
-                                                                                    "verify_exp": False})
+            expired = jwt.decode(
+                token, self._key, algorithms=["HS256"], options={"verify_aud": False, "verify_exp": False}
+            )
             raise InvalidToken("expired", expires=int(expired["exp"])) from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed") from exc

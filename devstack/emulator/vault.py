@@ -32,14 +32,18 @@ class SecretVersion:
             attributes["nbf"] = self.not_before
         if self.expires is not None:
             attributes["exp"] = self.expires
-        attributes.update(created=self.created, updated=self.updated, recoveryLevel="Recoverable+Purgeable",
-                          recoverableDays=90)
+        attributes.update(
+            created=self.created, updated=self.updated, recoveryLevel="Recoverable+Purgeable", recoverableDays=90
+        )
         return attributes
 
     def bundle(self, vault_url: str) -> dict[str, Any]:
         """The SecretBundle a get or set returns, value included."""
-        data: dict[str, Any] = {"value": self.value, "id": f"{vault_url}/secrets/{self.name}/{self.version}",
-                                "attributes": self.attributes()}
+        data: dict[str, Any] = {
+            "value": self.value,
+            "id": f"{vault_url}/secrets/{self.name}/{self.version}",
+            "attributes": self.attributes(),
+        }
         return self._optional(data)
 
     def item(self, vault_url: str, *, with_version: bool) -> dict[str, Any]:
@@ -60,11 +64,21 @@ class SecretVersion:
 class SecretStore:
     secrets: dict[str, list[SecretVersion]] = field(default_factory=dict)
 
-    def set(self, name: str, value: str, *, content_type: str | None = None, tags: dict[str, str] | None = None,
-            enabled: bool = True, not_before: int | None = None, expires: int | None = None) -> SecretVersion:
+    def set(
+        self,
+        name: str,
+        value: str,
+        *,
+        content_type: str | None = None,
+        tags: dict[str, str] | None = None,
+        enabled: bool = True,
+        not_before: int | None = None,
+        expires: int | None = None,
+    ) -> SecretVersion:
         now = int(time.time())
-        version = SecretVersion(name, uuid.uuid4().hex, value, now, now, enabled, content_type, tags, not_before,
-                                expires)
+        version = SecretVersion(
+            name, uuid.uuid4().hex, value, now, now, enabled, content_type, tags, not_before, expires
+        )
         self.secrets.setdefault(name.lower(), []).append(version)  # names are case-insensitive
         return version
 

@@ -49,13 +49,18 @@ class DataPlane:
         return [json.loads(line) for line in response.text.splitlines() if line.strip()]
 
 
-def batch_lines(count: int, deployment: str = "gpt-4o-batch", *, prompt: str = "Summarise item {i}",
-                **overrides: Any) -> str:
+def batch_lines(
+    count: int, deployment: str = "gpt-4o-batch", *, prompt: str = "Summarise item {i}", **overrides: Any
+) -> str:
     """A batch input file of `count` chat requests to `deployment`."""
     lines = []
     for i in range(count):
-        line = {"custom_id": f"task-{i}", "method": "POST", "url": "/chat/completions",
-                "body": {"model": deployment, "messages": [{"role": "user", "content": prompt.format(i=i)}]}}
+        line = {
+            "custom_id": f"task-{i}",
+            "method": "POST",
+            "url": "/chat/completions",
+            "body": {"model": deployment, "messages": [{"role": "user", "content": prompt.format(i=i)}]},
+        }
         line.update(overrides)
         lines.append(json.dumps(line))
     return "\n".join(lines) + "\n"

@@ -14,8 +14,11 @@ TERMINAL = {"completed", "failed", "expired", "cancelled"}
 
 
 def run_to_end(plane: DataPlane, batch_id: str, timeout: float = 20) -> dict[str, Any]:
-    return wait_for(lambda: (b := plane.batch(batch_id))["status"] in TERMINAL and b, timeout=timeout,
-                    what=f"batch {batch_id} to finish")
+    return wait_for(
+        lambda: (b := plane.batch(batch_id))["status"] in TERMINAL and b,
+        timeout=timeout,
+        what=f"batch {batch_id} to finish",
+    )
 
 
 def submit(plane: DataPlane, content: str | bytes, **extra: Any) -> dict[str, Any]:
@@ -44,8 +47,15 @@ def test_create_answers_200_validating_with_azure_fields(eastus: DataPlane) -> N
     assert batch["errors"] is None
     # Azure's quirk: unset result file ids come back as "" rather than null.
     assert (batch["output_file_id"], batch["error_file_id"]) == ("", "")
-    for stamp in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
-                  "cancelled_at"):
+    for stamp in (
+        "in_progress_at",
+        "finalizing_at",
+        "completed_at",
+        "failed_at",
+        "expired_at",
+        "cancelling_at",
+        "cancelled_at",
+    ):
         assert batch[stamp] is None
 
 
@@ -62,7 +72,8 @@ def test_batch_goes_validating_in_progress_finalizing_completed_with_timestamps(
 
     done = wait_for(finished, timeout=20, interval=0.02)
 
-    assert seen[0] == "validating" and seen[-1] == "completed"
+    assert seen[0] == "validating"
+    assert seen[-1] == "completed"
     assert [s for s in ("validating", "in_progress", "finalizing", "completed") if s in seen] == seen
     assert "in_progress" in seen
     assert done["in_progress_at"] - done["created_at"] in (eastus_speeds["validationSeconds"] - 1, 10)
@@ -70,7 +81,8 @@ def test_batch_goes_validating_in_progress_finalizing_completed_with_timestamps(
     assert 1 <= done["finalizing_at"] - done["in_progress_at"] <= 3
     assert 9 <= done["completed_at"] - done["finalizing_at"] <= 11
     assert done["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
-    assert done["failed_at"] is None and done["errors"] is None
+    assert done["failed_at"] is None
+    assert done["errors"] is None
 
 
 def test_completed_batch_has_output_lines_and_an_empty_error_file(eastus: DataPlane) -> None:
@@ -90,7 +102,8 @@ def test_completed_batch_has_output_lines_and_an_empty_error_file(eastus: DataPl
         assert body["choices"][0]["message"]["role"] == "assistant"
         assert body["choices"][0]["finish_reason"] == "stop"
         usage = body["usage"]
-        assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+        assert usage["prompt_tokens"] > 0
+        assert usage["completion_tokens"] > 0
         assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert error_file["purpose"] == "batch_output"
     assert error_file["bytes"] == 0
@@ -134,8 +147,12 @@ def test_content_filter_marker_fails_the_line_with_400(eastus: DataPlane) -> Non
 
 
 def _line(custom_id: str = "task-0", model: str = "gpt-4o-batch", **overrides: Any) -> str:
-    line: dict[str, Any] = {"custom_id": custom_id, "method": "POST", "url": "/chat/completions",
-                            "body": {"model": model, "messages": [{"role": "user", "content": "hi"}]}}
+    line: dict[str, Any] = {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    }
     line.update(overrides)
     return json.dumps(line)
 
@@ -145,12 +162,17 @@ VALIDATION_FAILURES = [
     pytest.param(_line("a") + "\n" + _line("a") + "\n", "duplicate_custom_id", 2, id="duplicate_custom_id"),
     pytest.param(_line("a") + "\n" + _line("b", url="/embeddings") + "\n", "url_mismatch", 2, id="url_mismatch"),
     pytest.param(_line("a", model="no-such-deployment") + "\n", "model_not_found", 1, id="model_not_found"),
-    pytest.param(_line("a") + "\n" + _line("b", model="gpt-4o-mini-dz-batch") + "\n", "model_mismatch", 2,
-                 id="model_mismatch"),
+    pytest.param(
+        _line("a") + "\n" + _line("b", model="gpt-4o-mini-dz-batch") + "\n", "model_mismatch", 2, id="model_mismatch"
+    ),
     pytest.param(_line("a", model="gpt-4o") + "\n", "invalid_request", 1, id="invalid_request_non_batch_sku"),
     pytest.param(_line("a", method="GET") + "\n", "invalid_request", 1, id="invalid_request_method"),
-    pytest.param(json.dumps({"custom_id": "a", "method": "POST", "url": "/chat/completions"}) + "\n",
-                 "invalid_request", 1, id="invalid_request_missing_body"),
+    pytest.param(
+        json.dumps({"custom_id": "a", "method": "POST", "url": "/chat/completions"}) + "\n",
+        "invalid_request",
+        1,
+        id="invalid_request_missing_body",
+    ),
     pytest.param(_line("a", model="gpt-4-retiring") + "\n", "model_not_found", 1, id="model_not_found_failed_deploy"),
     pytest.param(b"", "empty_file", None, id="empty_file"),
     pytest.param("\n  \n\n", "empty_file", None, id="empty_file_blank_lines"),
@@ -164,12 +186,14 @@ def test_invalid_input_fails_validation_with_azure_code_and_line(
     batch = run_to_end(eastus, submit(eastus, content)["id"])
 
     assert batch["status"] == "failed"
-    assert batch["failed_at"] is not None and batch["in_progress_at"] is None
+    assert batch["failed_at"] is not None
+    assert batch["in_progress_at"] is None
     assert batch["errors"]["object"] == "list"
     error = batch["errors"]["data"][0]
     assert (error["code"], error["line"]) == (code, line)
     assert error["message"]
-    assert batch["request_counts"]["completed"] is None and batch["request_counts"]["failed"] is None
+    assert batch["request_counts"]["completed"] is None
+    assert batch["request_counts"]["failed"] is None
     assert (batch["output_file_id"], batch["error_file_id"]) == ("", "")
 
 
@@ -200,18 +224,40 @@ def test_file_from_another_resource_fails_with_input_file_not_found(eastus: Data
     [
         ({"endpoint": "/chat/completions", "completion_window": "24h"}, "input_file_id"),
         ({"input_file_id": "", "endpoint": "/chat/completions", "completion_window": "24h"}, "input_file_id"),
-        ({"input_file_id": "not-a-file", "endpoint": "/chat/completions", "completion_window": "24h"},
-         "input_file_id"),
+        ({"input_file_id": "not-a-file", "endpoint": "/chat/completions", "completion_window": "24h"}, "input_file_id"),
         ({"input_file_id": "file-abc", "endpoint": "/embeddings", "completion_window": "24h"}, "endpoint"),
         ({"input_file_id": "file-abc", "completion_window": "24h"}, "endpoint"),
-        ({"input_file_id": "file-abc", "endpoint": "/chat/completions", "completion_window": "48h"},
-         "completion_window"),
-        ({"input_file_id": "file-abc", "endpoint": "/chat/completions", "completion_window": "24h",
-          "metadata": {f"k{i}": "v" for i in range(17)}}, "metadata"),
-        ({"input_file_id": "file-abc", "endpoint": "/chat/completions", "completion_window": "24h",
-          "metadata": {"k": 1}}, "metadata"),
-        ({"input_file_id": "file-abc", "endpoint": "/chat/completions", "completion_window": "24h",
-          "metadata": {"k": "v" * 513}}, "metadata"),
+        (
+            {"input_file_id": "file-abc", "endpoint": "/chat/completions", "completion_window": "48h"},
+            "completion_window",
+        ),
+        (
+            {
+                "input_file_id": "file-abc",
+                "endpoint": "/chat/completions",
+                "completion_window": "24h",
+                "metadata": {f"k{i}": "v" for i in range(17)},
+            },
+            "metadata",
+        ),
+        (
+            {
+                "input_file_id": "file-abc",
+                "endpoint": "/chat/completions",
+                "completion_window": "24h",
+                "metadata": {"k": 1},
+            },
+            "metadata",
+        ),
+        (
+            {
+                "input_file_id": "file-abc",
+                "endpoint": "/chat/completions",
+                "completion_window": "24h",
+                "metadata": {"k": "v" * 513},
+            },
+            "metadata",
+        ),
     ],
 )
 def test_create_refuses_bad_bodies_with_400_naming_the_param(
@@ -280,7 +326,8 @@ def test_cancel_during_validation_ends_cancelled_without_results(eastus: DataPla
     final = run_to_end(eastus, batch["id"])
 
     assert cancelling["status"] == "cancelling"
-    assert again.status_code == 200 and again.json()["status"] == "cancelling"
+    assert again.status_code == 200
+    assert again.json()["status"] == "cancelling"
     assert final["status"] == "cancelled"
     assert final["in_progress_at"] is None
     assert final["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
@@ -300,8 +347,12 @@ def test_token_quota_refuses_create_with_400_until_a_batch_finishes(
     eastus: DataPlane, emulator: RunningEmulator
 ) -> None:
     emulator.put_deployment(
-        "aoai-devstack-eastus", "gpt-4o-batch", model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
-        sku={"name": "GlobalBatch", "capacity": 10}, capabilities={"chatCompletion": "true"}, enqueuedTokenLimit=200,
+        "aoai-devstack-eastus",
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
+        sku={"name": "GlobalBatch", "capacity": 10},
+        capabilities={"chatCompletion": "true"},
+        enqueuedTokenLimit=200,
     )
     emulator.set_speeds("aoai-devstack-eastus", requestsPerSecond=1)
     first = submit(eastus, batch_lines(10))  # 120 prompt tokens: 10 x (5 content + 4 framing + 3 priming)
@@ -326,8 +377,11 @@ def test_token_limit_message_shows_thousands_and_millions_as_azure_does(
     eastus: DataPlane, emulator: RunningEmulator
 ) -> None:
     emulator.put_deployment(
-        "aoai-devstack-eastus", "gpt-4o-batch", model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
-        sku={"name": "GlobalBatch", "capacity": 10}, enqueuedTokenLimit=30_000,
+        "aoai-devstack-eastus",
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
+        sku={"name": "GlobalBatch", "capacity": 10},
+        enqueuedTokenLimit=30_000,
     )
     big = batch_lines(5, prompt="x" * 30_000)
     response = eastus.create_batch(eastus.upload(big)["id"])
@@ -339,8 +393,14 @@ def test_token_limit_message_shows_thousands_and_millions_as_azure_does(
 def test_list_pages_newest_first_with_after_and_limit(eastus: DataPlane, emulator: RunningEmulator) -> None:
     file_id = eastus.upload(batch_lines(1))["id"]
     created = [eastus.create_batch(file_id).json()["id"] for _ in range(5)]
-    newest_first = [b["id"] for b in sorted(emulator.batches("aoai-devstack-eastus"),
-                                            key=lambda b: (b["created_at"], created.index(b["id"])), reverse=True)]
+    newest_first = [
+        b["id"]
+        for b in sorted(
+            emulator.batches("aoai-devstack-eastus"),
+            key=lambda b: (b["created_at"], created.index(b["id"])),
+            reverse=True,
+        )
+    ]
 
     first = eastus.request("GET", "batches", params={"limit": 2}).json()
     second = eastus.request("GET", "batches", params={"limit": 2, "after": first["last_id"]}).json()
@@ -352,7 +412,8 @@ def test_list_pages_newest_first_with_after_and_limit(eastus: DataPlane, emulato
     paged = [b["id"] for page in (first, second, third) for b in page["data"]]
     assert sorted(paged) == sorted(created)
     assert len(set(paged)) == 5
-    assert first["first_id"] == first["data"][0]["id"] and first["last_id"] == first["data"][-1]["id"]
+    assert first["first_id"] == first["data"][0]["id"]
+    assert first["last_id"] == first["data"][-1]["id"]
     assert [b["id"] for b in everything["data"]] == paged
     assert everything["has_more"] is False
     assert len(newest_first) == 5

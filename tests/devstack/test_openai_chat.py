@@ -94,6 +94,7 @@ def test_failure_marker_in_chat_prompt_returns_that_status(eastus: DataPlane) ->
 
 
 def test_chat_with_unparseable_json_is_400(eastus: DataPlane) -> None:
-    response = eastus.request("POST", "deployments/gpt-4o/chat/completions", data=b"{",
-                              headers={"Content-Type": "application/json"})
+    response = eastus.request(
+        "POST", "deployments/gpt-4o/chat/completions", data=b"{", headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 400

@@ -36,11 +36,13 @@ def test_batch_past_its_window_expires_with_partial_results(plane: DataPlane, fa
     file_id = plane.upload(batch_lines(100))["id"]
     batch = plane.create_batch(file_id).json()
 
-    final = wait_for(lambda: (b := plane.batch(batch["id"]))["status"] == "expired" and b, timeout=30,
-                     what="the batch to expire")
+    final = wait_for(
+        lambda: (b := plane.batch(batch["id"]))["status"] == "expired" and b, timeout=30, what="the batch to expire"
+    )
 
     assert final["expired_at"] == final["expires_at"] == final["created_at"] + 86400
-    assert final["completed_at"] is None and final["failed_at"] is None
+    assert final["completed_at"] is None
+    assert final["failed_at"] is None
     assert final["request_counts"] == {"total": 100, "completed": 86, "failed": 0}
     assert len(plane.content_lines(final["output_file_id"])) == 86
     not_run = plane.content_lines(final["error_file_id"])
@@ -55,8 +57,9 @@ def test_batch_still_validating_at_expiry_expires_without_results(
     fast_emulator.set_speeds("aoai-devstack-eastus", validationSeconds=90_000)
     batch = plane.create_batch(plane.upload(batch_lines(3))["id"]).json()
 
-    final = wait_for(lambda: (b := plane.batch(batch["id"]))["status"] == "expired" and b, timeout=30,
-                     what="the batch to expire")
+    final = wait_for(
+        lambda: (b := plane.batch(batch["id"]))["status"] == "expired" and b, timeout=30, what="the batch to expire"
+    )
 
     assert final["expired_at"] == final["created_at"] + 86400
     assert final["in_progress_at"] is None
@@ -65,8 +68,11 @@ def test_batch_still_validating_at_expiry_expires_without_results(
 
 def test_quota_frees_when_a_batch_expires(plane: DataPlane, fast_emulator: RunningEmulator) -> None:
     fast_emulator.put_deployment(
-        "aoai-devstack-eastus", "gpt-4o-batch", model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
-        sku={"name": "GlobalBatch", "capacity": 10}, enqueuedTokenLimit=100,
+        "aoai-devstack-eastus",
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
+        sku={"name": "GlobalBatch", "capacity": 10},
+        enqueuedTokenLimit=100,
     )
     fast_emulator.set_speeds("aoai-devstack-eastus", validationSeconds=10, requestsPerSecond=0.00001)
     file_id = plane.upload(batch_lines(5))["id"]  # 60 tokens: one batch fits, two do not

@@ -14,14 +14,23 @@ def test_upload_answers_201_pending_with_location_then_processed(eastus: DataPla
 
     assert response.status_code == 201
     uploaded = response.json()
-    assert uploaded["id"].startswith("file-") and len(uploaded["id"]) == len("file-") + 32
+    assert uploaded["id"].startswith("file-")
+    assert len(uploaded["id"]) == len("file-") + 32
     assert uploaded | {"id": None, "created_at": None} == {
-        "id": None, "object": "file", "bytes": len(content.encode()), "created_at": None, "filename": "in.jsonl",
-        "purpose": "batch", "status": "pending", "status_details": None,
+        "id": None,
+        "object": "file",
+        "bytes": len(content.encode()),
+        "created_at": None,
+        "filename": "in.jsonl",
+        "purpose": "batch",
+        "status": "pending",
+        "status_details": None,
     }
     assert response.headers["Location"] == f"{eastus.endpoint}/openai/files/{uploaded['id']}"
-    wait_for(lambda: eastus.request("GET", f"files/{uploaded['id']}").json()["status"] == "processed",
-             what="the upload to be processed")
+    wait_for(
+        lambda: eastus.request("GET", f"files/{uploaded['id']}").json()["status"] == "processed",
+        what="the upload to be processed",
+    )
 
 
 def test_content_returns_the_uploaded_bytes(eastus: DataPlane) -> None:
@@ -106,8 +115,9 @@ def test_wrong_api_key_is_401_with_azure_message(emulator: RunningEmulator) -> N
     endpoint = emulator.resource("aoai-devstack-eastus")["endpoint"]
     other_key = emulator.resource("aoai-devstack-swedencentral")["apiKey"]
     for headers in ({"api-key": other_key}, {}):
-        response = requests.get(f"{endpoint}/openai/files", params={"api-version": "2024-10-21"}, headers=headers,
-                                timeout=10)
+        response = requests.get(
+            f"{endpoint}/openai/files", params={"api-version": "2024-10-21"}, headers=headers, timeout=10
+        )
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "401"
         assert response.json()["error"]["message"].startswith("Access denied due to invalid subscription key")
@@ -115,8 +125,12 @@ def test_wrong_api_key_is_401_with_azure_message(emulator: RunningEmulator) -> N
 
 def test_bad_bearer_token_is_401_with_unwrapped_body(emulator: RunningEmulator) -> None:
     endpoint = emulator.resource()["endpoint"]
-    response = requests.get(f"{endpoint}/openai/files", params={"api-version": "2024-10-21"},
-                            headers={"Authorization": "Bearer not-a-token"}, timeout=10)
+    response = requests.get(
+        f"{endpoint}/openai/files",
+        params={"api-version": "2024-10-21"},
+        headers={"Authorization": "Bearer not-a-token"},
+        timeout=10,
+    )
 
     assert response.status_code == 401
     assert response.json()["statusCode"] == 401
@@ -125,6 +139,10 @@ def test_bad_bearer_token_is_401_with_unwrapped_body(emulator: RunningEmulator) 
 
 def test_unknown_resource_is_404(emulator: RunningEmulator) -> None:
     base = emulator.endpoints["arm"]["endpoint"]
-    response = requests.get(f"{base}/no-such-resource/openai/files", params={"api-version": "2024-10-21"},
-                            headers={"api-key": "x"}, timeout=10)
+    response = requests.get(
+        f"{base}/no-such-resource/openai/files",
+        params={"api-version": "2024-10-21"},
+        headers={"api-key": "x"},
+        timeout=10,
+    )
     assert response.status_code == 404

@@ -18,8 +18,9 @@ RESOURCE = "aoai-devstack-eastus"
 @pytest.fixture
 def key_client(emulator: RunningEmulator) -> AzureOpenAI:
     resource = emulator.resource(RESOURCE)
-    return AzureOpenAI(azure_endpoint=resource["endpoint"], api_key=resource["apiKey"], api_version="2024-10-21",
-                       max_retries=0)
+    return AzureOpenAI(
+        azure_endpoint=resource["endpoint"], api_key=resource["apiKey"], api_version="2024-10-21", max_retries=0
+    )
 
 
 @pytest.fixture
@@ -27,8 +28,12 @@ def token_client(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.endpoints["identity"]["endpoint"])
     monkeypatch.setenv("IDENTITY_HEADER", emulator.endpoints["identity"]["header"])
     provider = get_bearer_token_provider(ManagedIdentityCredential(), "https://cognitiveservices.azure.com/.default")
-    return AzureOpenAI(azure_endpoint=emulator.resource(RESOURCE)["endpoint"], azure_ad_token_provider=provider,
-                       api_version="2024-10-21", max_retries=0)
+    return AzureOpenAI(
+        azure_endpoint=emulator.resource(RESOURCE)["endpoint"],
+        azure_ad_token_provider=provider,
+        api_version="2024-10-21",
+        max_retries=0,
+    )
 
 
 @pytest.mark.parametrize("client_fixture", ["key_client", "token_client"])
@@ -36,24 +41,28 @@ def test_files_and_batches_round_trip_with_the_sdk(request: pytest.FixtureReques
     client: AzureOpenAI = request.getfixturevalue(client_fixture)
 
     uploaded = client.files.create(file=("input.jsonl", io.BytesIO(batch_lines(5).encode())), purpose="batch")
-    created = client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions",
-                                    completion_window="24h", metadata={"runId": "sdk-test"})
+    created = client.batches.create(
+        input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h", metadata={"runId": "sdk-test"}
+    )
     listed = client.batches.list(limit=10)
-    done = wait_for(lambda: (b := client.batches.retrieve(created.id)).status == "completed" and b,
-                    what="the batch to complete")
+    done = wait_for(
+        lambda: (b := client.batches.retrieve(created.id)).status == "completed" and b, what="the batch to complete"
+    )
     output = client.files.content(done.output_file_id).text.splitlines()
 
-    assert uploaded.id.startswith("file-") and uploaded.purpose == "batch"
-    assert created.status == "validating" and created.metadata == {"runId": "sdk-test"}
+    assert uploaded.id.startswith("file-")
+    assert uploaded.purpose == "batch"
+    assert created.status == "validating"
+    assert created.metadata == {"runId": "sdk-test"}
     assert created.id in [b.id for b in listed.data]
-    assert done.request_counts is not None and done.request_counts.completed == 5
+    assert done.request_counts is not None
+    assert done.request_counts.completed == 5
     assert len(output) == 5
 
 
 def test_cancel_with_the_sdk(key_client: AzureOpenAI) -> None:
     uploaded = key_client.files.create(file=("input.jsonl", io.BytesIO(batch_lines(3).encode())), purpose="batch")
-    batch = key_client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions",
-                                      completion_window="24h")
+    batch = key_client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
 
     cancelling = key_client.batches.cancel(batch.id)
 
@@ -65,25 +74,33 @@ def test_cancel_with_the_sdk(key_client: AzureOpenAI) -> None:
 def test_chat_completion_with_the_sdk(request: pytest.FixtureRequest, client_fixture: str) -> None:
     client: AzureOpenAI = request.getfixturevalue(client_fixture)
 
-    reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hello"}],
-                                           max_tokens=50)
+    reply = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Hello"}], max_tokens=50
+    )
 
     assert reply.choices[0].message.content
     assert reply.choices[0].finish_reason == "stop"
-    assert reply.usage is not None and reply.usage.total_tokens > 0
+    assert reply.usage is not None
+    assert reply.usage.total_tokens > 0
 
 
 def test_sdk_surfaces_wrong_key_as_authentication_error(emulator: RunningEmulator) -> None:
-    client = AzureOpenAI(azure_endpoint=emulator.resource(RESOURCE)["endpoint"], api_key="wrong",
-                         api_version="2024-10-21", max_retries=0)
+    client = AzureOpenAI(
+        azure_endpoint=emulator.resource(RESOURCE)["endpoint"], api_key="wrong", api_version="2024-10-21", max_retries=0
+    )
 
     with pytest.raises(openai.AuthenticationError):
         client.batches.list()
 
 
 def test_sdk_surfaces_token_limit_as_bad_request(key_client: AzureOpenAI, emulator: RunningEmulator) -> None:
-    emulator.put_deployment(RESOURCE, "gpt-4o-batch", model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
-                            sku={"name": "GlobalBatch", "capacity": 1}, enqueuedTokenLimit=10)
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
+        sku={"name": "GlobalBatch", "capacity": 1},
+        enqueuedTokenLimit=10,
+    )
     uploaded = key_client.files.create(file=("input.jsonl", io.BytesIO(batch_lines(5).encode())), purpose="batch")
 
     with pytest.raises(openai.BadRequestError) as raised:
