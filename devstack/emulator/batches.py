@@ -321,7 +321,12 @@ def validate_input(
 ) -> tuple[list[Task], list[dict[str, Any]]]:
     """The tasks of a batch input file, or the validation errors that fail the batch (code, message, line)."""
     if not content.strip():
-        return [], [_error("empty_file", "The input file is empty. Please ensure the file contains requests.")]
+        # Blank lines only count as empty too; Azure's message has these three spaces.
+        return [], [
+            _error(
+                "empty_file", "The input file is empty. Please ensure that the batch contains at least one   request."
+            )
+        ]
     try:
         text = content.decode("utf-8")
     except UnicodeDecodeError:
@@ -371,8 +376,6 @@ def validate_input(
         requests.append((number, line))
     if errors:
         return [], errors[:10]
-    if not requests:
-        return [], [_error("empty_batch", "The input file contains no requests.")]
     if len(requests) > config.max_requests_per_file:
         return [], [
             _error(
