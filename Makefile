@@ -34,9 +34,9 @@ typecheck: $(PIP_STAMP)
 test: install lint typecheck
 	$(PY) -m pytest
 
-# Until the local Functions host lands, the demo starts the Azure emulators in the foreground.
+# Until the local Functions host lands, the demo starts the local Azure (Azurite + emulators) in the foreground.
 demo: install
-	$(PY) -m devstack emulators
+	$(PY) -m devstack up
 
 emulators: install
 	$(PY) -m devstack emulators

@@ -73,7 +73,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     emulators.add_argument("--fault-seed", type=int, default=None, help="seed for probabilistic fault rules")
 
+    stack = commands.add_parser("up", help="run Azurite and the emulators together until Ctrl-C")
+    stack.add_argument("--port", type=_port, default=8480, help="HTTP port of the emulators (Key Vault: port + 1)")
+    stack.add_argument("--time-scale", type=_time_scale, default=1.0, help="emulated time runs N times faster")
+    stack.add_argument(
+        "--state-dir", type=Path, default=Path(".devstack"), help="where data, logs and endpoints.json live"
+    )
+    stack.add_argument("--config", type=Path, default=None, help="emulator config file")
+
     args = parser.parse_args(argv)
+    if args.command == "up":
+        from devstack.stack import StackOptions, up
+
+        return up(
+            StackOptions(port=args.port, time_scale=args.time_scale, state_dir=args.state_dir, config=args.config)
+        )
     if args.command == "emulators":
         from devstack.emulator.config import ConfigError
         from devstack.emulator.server import Options, serve
