@@ -16,13 +16,19 @@ from tests.conftest import ROOT, wait_for
 
 def test_up_starts_azurite_and_emulators_and_publishes_storage(tmp_path: Path) -> None:
     state_dir = tmp_path / "stack"
-    process = subprocess.Popen([sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir",
-                                str(state_dir), "--time-scale", "5"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state_dir), "--time-scale", "5"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     endpoints_file = state_dir / "endpoints.json"
     try:
-        wait_for(lambda: endpoints_file.exists() and "storage" in json.loads(endpoints_file.read_text()),
-                 timeout=90, what="devstack up")
+        wait_for(
+            lambda: endpoints_file.exists() and "storage" in json.loads(endpoints_file.read_text()),
+            timeout=90,
+            what="devstack up",
+        )
         endpoints = json.loads(endpoints_file.read_text())
 
         tables = TableServiceClient.from_connection_string(endpoints["storage"]["connectionString"])
