@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 from collections.abc import Callable
@@ -14,8 +15,6 @@ from shared.problems import PROBLEM_CONTENT_TYPE, FieldError, Problem
 from shared.settings import SettingsError
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[[func.HttpRequest], func.HttpResponse]
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
@@ -49,27 +48,41 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
     return body
 
 
-def problems_as_responses(handler: Handler) -> Handler:
-    """Turns a Problem into its problem+json reply; anything unexpected becomes a 500 without internals."""
+def problems_as_responses(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turns a Problem into its problem+json reply; anything unexpected becomes a 500 without internals.
+    Works for plain and for async triggers (durable-client triggers are async)."""
+
+    def reply_for(error: Exception) -> func.HttpResponse:
+        if isinstance(error, Problem):
+            return problem_response(error)
+        if isinstance(error, SettingsError):
+            logger.error("app settings are invalid: %s", error)
+            return problem_response(Problem(500, "misconfigured", "The app is misconfigured", str(error)))
+        logger.error("unhandled error in %s", handler.__name__, exc_info=error)
+        return problem_response(
+            Problem(
+                500, "internal-error", "Internal error", "The request failed unexpectedly; the error has been logged."
+            )
+        )
+
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
+            try:
+                response: func.HttpResponse = await handler(*args, **kwargs)
+            except Exception as error:
+                return reply_for(error)
+            return response
+
+        return async_wrapper
 
     @functools.wraps(handler)
-    def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+    def wrapper(*args: Any, **kwargs: Any) -> func.HttpResponse:
         try:
-            return handler(req)
-        except Problem as problem:
-            return problem_response(problem)
-        except SettingsError as exc:
-            logger.error("app settings are invalid: %s", exc)
-            return problem_response(Problem(500, "misconfigured", "The app is misconfigured", str(exc)))
-        except Exception:
-            logger.exception("unhandled error in %s", handler.__name__)
-            return problem_response(
-                Problem(
-                    500,
-                    "internal-error",
-                    "Internal error",
-                    "The request failed unexpectedly; the error has been logged.",
-                )
-            )
+            response: func.HttpResponse = handler(*args, **kwargs)
+        except Exception as error:
+            return reply_for(error)
+        return response
 
     return wrapper

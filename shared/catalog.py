@@ -70,6 +70,7 @@ class Catalog:
     def __init__(self, service: TableServiceClient, table_name: str) -> None:
         self.jobs: TableClient = service.get_table_client(table_name)
         self.imports: TableClient = service.get_table_client(f"{table_name}imports")
+        self.cancels: TableClient = service.get_table_client(f"{table_name}cancels")
         self._tables_ready = False
 
     @classmethod
@@ -79,7 +80,7 @@ class Catalog:
     def ensure_tables(self) -> None:
         if self._tables_ready:
             return
-        for table in (self.jobs, self.imports):
+        for table in (self.jobs, self.imports, self.cancels):
             with contextlib.suppress(ResourceExistsError):
                 table.create_table()
         self._tables_ready = True
@@ -257,6 +258,19 @@ class Catalog:
                 etag=current.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
+
+    # Cancel requests: durable, so a cancel survives even if its event is dropped (e.g. across continue-as-new)
+    def request_cancel(self, run_id: str, now: datetime) -> None:
+        self.ensure_tables()
+        self.cancels.upsert_entity({"PartitionKey": "cancel", "RowKey": run_id, "RequestedAt": _stamp(now)})
+
+    def cancel_requested(self, run_id: str) -> bool:
+        self.ensure_tables()
+        try:
+            self.cancels.get_entity("cancel", run_id)
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def import_outcomes(self) -> dict[str, Any]:
         self.ensure_tables()

@@ -6,8 +6,10 @@ from functools import cache
 from typing import Any
 
 from shared.arm import ArmClient
+from shared.azure_openai import AzureOpenAIClient
 from shared.catalog import Catalog
-from shared.settings import get_settings
+from shared.secrets import SecretReader
+from shared.settings import SettingsError, get_settings
 
 
 @cache
@@ -29,7 +31,38 @@ def catalog() -> Catalog:
     return Catalog.from_settings(get_settings())
 
 
+@cache
+def secret_reader() -> SecretReader:
+    settings = get_settings()
+    if not settings.key_vault_url:
+        raise SettingsError("KEY_VAULT_URL is not set, but a job reads its input file id from Key Vault")
+    return SecretReader(
+        settings.key_vault_url, credential(), verify_challenge_resource=settings.key_vault_verify_challenge_resource
+    )
+
+
+_openai_clients: dict[str, AzureOpenAIClient] = {}
+
+
+def openai_client(resource_name: str) -> AzureOpenAIClient:
+    """The data-plane client of a configured resource: Entra token by default, an API key only when the resource
+    names a Key Vault secret holding one (read once per process)."""
+    if resource_name not in _openai_clients:
+        resource = get_settings().resource(resource_name)
+        if resource is None:
+            raise SettingsError(f"resource '{resource_name}' is not in AZURE_OPENAI_RESOURCES")
+        if resource.api_key_secret:
+            reader = secret_reader()
+            key = reader.value(reader.latest(resource.api_key_secret))
+            client = AzureOpenAIClient(resource.endpoint, resource.api_version, api_key=key)
+        else:
+            client = AzureOpenAIClient(resource.endpoint, resource.api_version, credential=credential())
+        _openai_clients[resource_name] = client
+    return _openai_clients[resource_name]
+
+
 def reset() -> None:
     """Forgets every client and the settings (tests change app settings between cases)."""
-    for cached in (credential, arm_client, catalog, get_settings):
+    for cached in (credential, arm_client, catalog, secret_reader, get_settings):
         cached.cache_clear()
+    _openai_clients.clear()

@@ -43,6 +43,7 @@ class OpenAIResource:
     resource_group: str
     tenant_id: str = ""
     api_version: str = DEFAULT_API_VERSION
+    api_key_secret: str = ""  # only when the resource is reached with a key: the Key Vault secret holding it
 
     @property
     def arm_id(self) -> str:

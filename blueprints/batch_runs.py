@@ -1,0 +1,281 @@
+"""The Azure OpenAI Batch Job run: an orchestrator that only decides, and activities that do the I/O.
+
+resolve input → submit (exactly once) → poll on durable timers → finish. Cancel arrives as the external event
+`cancel` (and as a durable cancel record the activities read, so it survives continue-as-new).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Generator
+from datetime import datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+bp = df.Blueprint()
+logger = logging.getLogger(__name__)
+
+CANCEL_EVENT = "cancel"
+POLLS_PER_EXECUTION = 25  # then continue-as-new, so the history stays bounded
+GRACE = timedelta(hours=1)  # past the completion window, before the run gives up on the batch
+QUOTA_BACKOFF = (60.0, 2.0, 30 * 60.0)  # first wait, factor, longest wait (seconds) while quota is used up
+MAX_FAILED_CHECKS = 20  # consecutive status calls that failed even after their own retries
+# Activities retry on transient failures; the submit activity re-attaches first, so its retry cannot pay twice.
+ACTIVITY_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=5)
+ACTIVITY_RETRY.backoff_coefficient = 2.0
+ACTIVITY_RETRY.max_retry_interval_in_milliseconds = 60_000
+WINDOW_SECONDS = {"24h": 24 * 3600}
+
+
+def deadline_for(start: datetime, completion_window: str) -> datetime:
+    return start + timedelta(seconds=WINDOW_SECONDS.get(completion_window, 24 * 3600)) + GRACE
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+@bp.orchestration_trigger(context_name="context")
+def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    from shared.polling import Observation, poll_delay
+    from shared.runs import HINTS, BatchRunState, BatchSnapshot, RunStatus, run_status
+
+    state = BatchRunState.from_dict(context.get_input())
+    cancel_event = context.wait_for_external_event(CANCEL_EVENT)  # one waiter, shared by every wait below
+    checks_here = 0
+    failed_checks = 0
+
+    def publish() -> None:
+        context.set_custom_status(state.resource_view())
+
+    def finish(status: RunStatus, failure: dict[str, Any] | None = None) -> dict[str, Any]:
+        state.status, state.phase, state.next_check_at = status.value, "done", None
+        if failure is not None:
+            state.failure = failure
+        publish()
+        return state.resource_view()
+
+    def cancel_asked() -> bool:
+        state.cancel_requested = state.cancel_requested or cancel_event.is_completed
+        return state.cancel_requested
+
+    def wait(seconds: float) -> Generator[Any, Any, bool]:
+        """Waits on a durable timer (never past the deadline); True when a cancel arrived meanwhile."""
+        fire_at = min(context.current_utc_datetime + timedelta(seconds=seconds), _parse(state.deadline))
+        state.next_check_at = _iso(fire_at)
+        publish()
+        timer = context.create_timer(fire_at)
+        winner = yield context.task_any([timer, cancel_event])
+        if winner is cancel_event:
+            timer.cancel()
+            state.cancel_requested = True
+        state.next_check_at = None
+        return bool(state.cancel_requested)
+
+    publish()
+
+    # 1. Resolve the input: check the Key Vault secret exists and pin its version (the value stays in the vault).
+    if state.phase == "resolving":
+        if cancel_asked():
+            return finish(RunStatus.CANCELLED)
+        if state.input_file_secret and not state.secret_version:
+            try:
+                ref = yield context.call_activity_with_retry("resolve_batch_input", ACTIVITY_RETRY, state.to_dict())
+            except Exception as error:
+                return finish(
+                    RunStatus.FAILED,
+                    {
+                        "code": "input_secret_unavailable",
+                        "message": _reason(error),
+                        "line": None,
+                        "param": "inputFileSecret",
+                        "hint": None,
+                    },
+                )
+            state.secret_version = ref["version"]
+        state.phase = "submitting"
+
+    # 2. Submit exactly once; when the deployment's token quota is used up, wait and try again.
+    while state.phase in ("submitting", "quota"):
+        if cancel_asked():
+            return finish(RunStatus.CANCELLED)
+        if context.current_utc_datetime >= _parse(state.deadline):
+            return finish(
+                RunStatus.FAILED,
+                {
+                    "code": "timeout",
+                    "message": "The deployment's token quota stayed "
+                    "exhausted until the run's deadline; no batch was created.",
+                    "line": None,
+                    "param": None,
+                    "hint": None,
+                },
+            )
+        try:
+            outcome = yield context.call_activity_with_retry("submit_batch", ACTIVITY_RETRY, state.to_dict())
+        except Exception as error:
+            return finish(
+                RunStatus.FAILED,
+                {"code": "submit_failed", "message": _reason(error), "line": None, "param": None, "hint": None},
+            )
+        kind = outcome["outcome"]
+        if kind in ("submitted", "reattached"):
+            state.batch = outcome["batch"]
+            snapshot = BatchSnapshot.from_dict(state.batch)
+            created = (
+                datetime.fromtimestamp(snapshot.created_at, context.current_utc_datetime.tzinfo)
+                if snapshot.created_at
+                else context.current_utc_datetime
+            )
+            state.deadline = _iso(deadline_for(created, state.completion_window))
+            state.phase, state.status = "polling", run_status(snapshot.status).value
+        elif kind == "quota":
+            state.phase = "quota"
+            first, factor, longest = QUOTA_BACKOFF
+            delay = min(longest, first * factor**state.quota_attempts)
+            state.quota_attempts += 1
+            if (yield from wait(delay)):
+                return finish(RunStatus.CANCELLED)
+        elif kind == "cancelled":
+            return finish(RunStatus.CANCELLED)
+        else:  # rejected for good
+            refusal = outcome.get("error") or {}
+            code = str(refusal.get("code") or "rejected")
+            return finish(
+                RunStatus.FAILED,
+                {"code": code, "message": refusal.get("message"), "line": None, "param": None, "hint": HINTS.get(code)},
+            )
+
+    # 3. Poll until Azure reports a terminal status; cancel when asked; give up at the deadline.
+    while state.phase in ("polling", "cancelling"):
+        assert state.batch is not None
+        snapshot = BatchSnapshot.from_dict(state.batch)
+        if snapshot.is_terminal:
+            state.status = run_status(snapshot.status).value
+            return finish(RunStatus(state.status), snapshot.failure())
+        now = context.current_utc_datetime
+        timed_out = now >= _parse(state.deadline)
+        if (cancel_asked() or timed_out) and not state.cancel_sent:
+            try:
+                state.batch = yield context.call_activity_with_retry("cancel_batch", ACTIVITY_RETRY, state.to_dict())
+                state.cancel_sent, state.phase = True, "cancelling"
+            except Exception as error:
+                logger.warning("cancel of %s failed: %s", snapshot.id, _reason(error))
+        if timed_out:
+            return finish(
+                RunStatus.FAILED,
+                {
+                    "code": "timeout",
+                    "message": "The batch did not finish within its "
+                    "completion window plus grace, so the run cancelled it.",
+                    "line": None,
+                    "param": None,
+                    "hint": HINTS["timeout"],
+                },
+            )
+        if state.cancel_sent and state.phase != "cancelling":
+            state.phase = "cancelling"
+        if BatchSnapshot.from_dict(state.batch).is_terminal:
+            continue
+        if checks_here >= POLLS_PER_EXECUTION:
+            publish()
+            context.continue_as_new(state.to_dict())
+            return state.resource_view()
+        observation = Observation(
+            status=snapshot.status,
+            now=now.timestamp(),
+            created_at=float(snapshot.created_at or now.timestamp()),
+            in_progress_at=snapshot.in_progress_at,
+            finalizing_at=snapshot.finalizing_at,
+            cancelling_at=snapshot.cancelling_at,
+            total=snapshot.total,
+            completed=snapshot.completed,
+            failed=snapshot.failed,
+        )
+        yield from wait(poll_delay(observation))
+        try:
+            checked = yield context.call_activity("check_batch", state.to_dict())
+        except Exception as error:
+            failed_checks += 1
+            logger.warning("status of %s unavailable (%d in a row): %s", snapshot.id, failed_checks, _reason(error))
+            if failed_checks >= MAX_FAILED_CHECKS:
+                return finish(
+                    RunStatus.FAILED,
+                    {
+                        "code": "status_unavailable",
+                        "message": "Azure OpenAI did not report the batch's status for too long.",
+                        "line": None,
+                        "param": None,
+                        "hint": None,
+                    },
+                )
+            continue
+        failed_checks = 0
+        checks_here += 1
+        state.polls += 1
+        state.batch = checked["batch"]
+        state.cancel_requested = state.cancel_requested or bool(checked.get("cancelRequested"))
+        state.status = run_status(BatchSnapshot.from_dict(state.batch).status).value
+    return finish(RunStatus(state.status))
+
+
+def _reason(error: Exception) -> str:
+    """The message of an activity failure as Durable reports it (the activity's own exception message)."""
+    text = str(error)
+    return text.split("Exception: ", 1)[-1].strip() if "Exception: " in text else text
+
+
+# Activities -------------------------------------------------------------------------------------------------------
+
+
+@bp.activity_trigger(input_name="run")
+def resolve_batch_input(run: dict[str, Any]) -> dict[str, str]:
+    from shared import services
+    from shared.batching import resolve_input
+    from shared.runs import BatchRunState
+
+    return resolve_input(BatchRunState.from_dict(run), services.secret_reader())
+
+
+@bp.activity_trigger(input_name="run")
+def submit_batch(run: dict[str, Any]) -> dict[str, Any]:
+    from shared import services
+    from shared.batching import submit
+    from shared.runs import BatchRunState
+
+    state = BatchRunState.from_dict(run)
+    secrets = services.secret_reader() if state.input_file_secret else None
+    cancel_requested = services.catalog().cancel_requested(state.run_id)
+    outcome = submit(state, services.openai_client(state.resource), secrets, cancel_requested)
+    logger.info("run %s: submit %s", state.run_id, outcome["outcome"])
+    return outcome
+
+
+@bp.activity_trigger(input_name="run")
+def check_batch(run: dict[str, Any]) -> dict[str, Any]:
+    from shared import services
+    from shared.batching import check
+    from shared.runs import BatchRunState
+
+    state = BatchRunState.from_dict(run)
+    assert state.batch is not None
+    return {
+        "batch": check(state.batch["id"], services.openai_client(state.resource)),
+        "cancelRequested": services.catalog().cancel_requested(state.run_id),
+    }
+
+
+@bp.activity_trigger(input_name="run")
+def cancel_batch(run: dict[str, Any]) -> dict[str, Any]:
+    from shared import services
+    from shared.batching import cancel
+    from shared.runs import BatchRunState
+
+    state = BatchRunState.from_dict(run)
+    assert state.batch is not None
+    return cancel(state.batch["id"], services.openai_client(state.resource))

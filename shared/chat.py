@@ -1,0 +1,91 @@
+"""The Chat Completion Job: one synchronous chat completion, its outputs, and its run resource."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from shared.azure_openai import AzureOpenAIClient, AzureOpenAIError
+
+
+@dataclass
+class ChatRun:
+    run_id: str
+    resource: str
+    external_id: str
+    deployment: str
+    user_prompt: str
+    requested_at: str
+    monitor_url: str
+    system_prompt: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChatRun:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def request_body(self) -> dict[str, Any]:
+        """The chat request: `max_tokens` and `temperature` only when set."""
+        messages = []
+        if self.system_prompt:
+            messages.append({"role": "system", "content": self.system_prompt})
+        messages.append({"role": "user", "content": self.user_prompt})
+        body: dict[str, Any] = {"messages": messages}
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
+    def resource_view(
+        self, status: str, *, outputs: dict[str, Any] | None = None, failure: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        ended = status in ("Success", "Failed")
+        return {
+            "id": self.run_id,
+            "runId": f"{self.deployment}#sync#{status}" if ended else None,
+            "jobId": self.external_id,
+            "jobType": "chat_completion",
+            "resource": self.resource,
+            "status": status,
+            "azureStatus": None,
+            "requestedAt": self.requested_at,
+            "startedAt": self.requested_at,
+            "endedAt": None,
+            "outputs": outputs
+            or {
+                "response": None,
+                "prompt_tokens": None,
+                "completion_tokens": None,
+                "total_tokens": None,
+                "finish_reason": None,
+            },
+            "failure": failure,
+            "monitorUrl": self.monitor_url,
+            "progress": None,
+        }
+
+
+def complete(run: ChatRun, client: AzureOpenAIClient) -> dict[str, Any]:
+    """The job's outputs; a refusal Azure will repeat is returned as `{"error": ...}`, a transient one raised so
+    the orchestration retries it."""
+    try:
+        reply = client.chat_completion(run.deployment, run.request_body())
+    except AzureOpenAIError as error:
+        if error.transient:
+            raise
+        return {"error": {"code": error.code, "message": error.message, "status": error.status}}
+    choice = (reply.get("choices") or [{}])[0]
+    usage = reply.get("usage") or {}
+    return {
+        "response": (choice.get("message") or {}).get("content"),
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "total_tokens": usage.get("total_tokens"),
+        "finish_reason": choice.get("finish_reason"),
+    }
