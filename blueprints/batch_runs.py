@@ -22,9 +22,8 @@ GRACE = timedelta(hours=1)  # past the completion window, before the run gives u
 QUOTA_BACKOFF = (60.0, 2.0, 30 * 60.0)  # first wait, factor, longest wait (seconds) while quota is used up
 MAX_FAILED_CHECKS = 20  # consecutive status calls that failed even after their own retries
 # Activities retry on transient failures; the submit activity re-attaches first, so its retry cannot pay twice.
+# (The Python SDK sends only the first interval and the attempt count to the host.)
 ACTIVITY_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=5)
-ACTIVITY_RETRY.backoff_coefficient = 2.0
-ACTIVITY_RETRY.max_retry_interval_in_milliseconds = 60_000
 WINDOW_SECONDS = {"24h": 24 * 3600}
 
 
@@ -65,17 +64,22 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         return state.cancel_requested
 
     def wait(seconds: float) -> Generator[Any, Any, bool]:
-        """Waits on a durable timer (never past the deadline); True when a cancel arrived meanwhile."""
+        """Waits on a durable timer (never past the deadline); True when a cancel arrived during this wait."""
         fire_at = min(context.current_utc_datetime + timedelta(seconds=seconds), _parse(state.deadline))
         state.next_check_at = _iso(fire_at)
         publish()
         timer = context.create_timer(fire_at)
+        if cancel_event.is_completed:  # already cancelling: only the timer can end this wait
+            yield timer
+            state.next_check_at = None
+            return False
         winner = yield context.task_any([timer, cancel_event])
+        state.next_check_at = None
         if winner is cancel_event:
             timer.cancel()
             state.cancel_requested = True
-        state.next_check_at = None
-        return bool(state.cancel_requested)
+            return True
+        return False
 
     publish()
 
@@ -197,7 +201,8 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             completed=snapshot.completed,
             failed=snapshot.failed,
         )
-        yield from wait(poll_delay(observation))
+        if (yield from wait(poll_delay(observation))):
+            continue  # cancel asked: cancel the batch before looking again
         try:
             checked = yield context.call_activity("check_batch", state.to_dict())
         except Exception as error:

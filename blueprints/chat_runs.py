@@ -10,7 +10,6 @@ import azure.durable_functions as df
 bp = df.Blueprint()
 
 CHAT_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_of_attempts=4)
-CHAT_RETRY.backoff_coefficient = 2.0
 
 
 @bp.orchestration_trigger(context_name="context")

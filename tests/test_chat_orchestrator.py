@@ -1,0 +1,67 @@
+"""The chat_run orchestrator through the real replay engine: one activity, outputs, sync run ids."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.chat import ChatRun
+from tests.replay import Replay
+
+RUN = ChatRun(
+    run_id="gpt-4o::chat::abc",
+    resource="aoai-devstack-eastus",
+    external_id="gpt-4o",
+    deployment="gpt-4o",
+    user_prompt="Name a prime.",
+    requested_at="2026-11-26T09:00:00Z",
+    monitor_url="https://portal/x",
+    system_prompt="Be brief.",
+    max_tokens=50,
+)
+OUTPUTS = {"response": "7", "prompt_tokens": 20, "completion_tokens": 1, "total_tokens": 21, "finish_reason": "stop"}
+
+
+def started() -> Replay:
+    replay = Replay("chat_run", RUN.to_dict(), instance_id=RUN.run_id)
+    replay.run()
+    return replay
+
+
+def test_chat_run_calls_one_activity_with_the_run() -> None:
+    replay = started()
+
+    call = replay.activity("complete_chat")
+    assert call.input == RUN.to_dict()
+    assert replay.custom_status["status"] == "Running"
+    assert replay.custom_status["runId"] is None
+
+
+def test_chat_run_succeeds_with_outputs_and_sync_run_id() -> None:
+    replay = started()
+    replay.complete("complete_chat", OUTPUTS)
+
+    assert replay.done
+    run: dict[str, Any] = replay.output
+    assert (run["status"], run["runId"], run["outputs"]) == ("Success", "gpt-4o#sync#Success", OUTPUTS)
+    assert run["jobType"] == "chat_completion"
+
+
+def test_chat_refusal_fails_with_sync_failed_run_id() -> None:
+    replay = started()
+    replay.complete("complete_chat", {"error": {"code": "DeploymentNotFound", "message": "gone", "status": 404}})
+
+    assert (replay.output["status"], replay.output["runId"]) == ("Failed", "gpt-4o#sync#Failed")
+    assert replay.output["failure"]["code"] == "DeploymentNotFound"
+
+
+def test_chat_transient_failures_are_retried_then_fail() -> None:
+    replay = started()
+    for attempt in range(4):
+        replay.fail("complete_chat", "Azure OpenAI 503 ServiceUnavailable")
+        replay.fire_timer()
+        if attempt < 3:
+            assert replay.activity("complete_chat").attempts == attempt + 2
+
+    assert replay.done
+    assert replay.output["status"] == "Failed"
+    assert "503" in replay.output["failure"]["message"]
