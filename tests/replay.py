@@ -117,6 +117,9 @@ class Replay:
         elif kind != WAIT_FOR_EVENT:  # waiting for an event records nothing until the event comes
             raise AssertionError(f"unexpected action {action}")
 
+    def _execution_started(self) -> dict[str, Any]:
+        return self._event(EXECUTION_STARTED, Name=self.orchestrator, Version="", Input=json.dumps(self.input))
+
     def _take_id(self) -> int:
         self._next_id += 1
         return self._next_id - 1
