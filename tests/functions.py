@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 from functools import cache
 from typing import Any
@@ -23,6 +25,20 @@ def trigger_binding(name: str) -> dict[str, Any]:
     return next(b for b in bindings if str(b["type"]).endswith("Trigger"))
 
 
+def durable_client_binding(rpc_base_url: str = "http://127.0.0.1:9/runtime/webhooks/durabletask/") -> str:
+    """The durable client binding JSON the host passes to a client function."""
+    return json.dumps(
+        {
+            "taskHubName": "aoaibatch",
+            "creationUrls": {},
+            "managementUrls": {},
+            "rpcBaseUrl": rpc_base_url,
+            "baseUrl": rpc_base_url,
+            "requiredQueryStringParameters": "",
+        }
+    )
+
+
 def call_http(
     name: str,
     method: str,
@@ -32,8 +48,10 @@ def call_http(
     params: dict[str, str] | None = None,
     route_params: dict[str, str] | None = None,
     raw_body: bytes | None = None,
+    client: str | None = None,
 ) -> func.HttpResponse:
-    """Invokes HTTP function `name` with a request built as the worker builds it."""
+    """Invokes HTTP function `name` with a request built as the worker builds it (and a durable client binding
+    for client functions)."""
     data = raw_body if raw_body is not None else (b"" if body is None else json.dumps(body).encode())
     query = f"?{urlencode(params)}" if params else ""
     request = func.HttpRequest(
@@ -44,7 +62,11 @@ def call_http(
         route_params=route_params or {},
         headers={"Content-Type": "application/json"} if data else {},
     )
-    response: func.HttpResponse = functions_by_name()[name].get_user_function()(request)
+    handler = functions_by_name()[name].get_user_function()
+    if inspect.iscoroutinefunction(handler):
+        response: func.HttpResponse = asyncio.run(handler(request, client=client or durable_client_binding()))
+    else:
+        response = handler(request)
     return response
 
 

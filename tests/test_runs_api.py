@@ -1,0 +1,143 @@
+"""Starting runs: every refusal happens before any orchestration starts (the durable client is never called)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from tests.conftest import RunningEmulator
+from tests.functions import call_http, json_of, trigger_binding
+from tests.test_jobs_api import assert_problem, import_now, patch_job
+
+pytestmark = pytest.mark.usefixtures("app_settings")
+
+
+def start(external_id: str, body: Any = None, raw_body: bytes | None = None) -> func.HttpResponse:
+    # The client binding points at a port nobody listens on: a refusal that reached the client would show as 500.
+    return call_http(
+        "start_run",
+        "POST",
+        f"jobs/{external_id}/runs",
+        body=body,
+        raw_body=raw_body,
+        route_params={"externalId": external_id},
+    )
+
+
+def test_run_routes_are_function_level_with_a_durable_client() -> None:
+    for name, route in (
+        ("start_run", "jobs/{externalId}/runs"),
+        ("get_run", "runs/{runId}"),
+        ("list_runs", "runs"),
+        ("cancel_run", "runs/{runId}/cancel"),
+    ):
+        binding = trigger_binding(name)
+        assert (binding["route"], str(binding["authLevel"].value)) == (route, "function")
+
+
+def test_unknown_job_is_404() -> None:
+    import_now()
+    body = assert_problem(start("gpt-9::batch", {"inputFileId": "file-abc"}), 404)
+    assert "gpt-9::batch" in body["detail"]
+
+
+def test_malformed_job_id_is_400() -> None:
+    assert_problem(start("../x", {}), 400, "externalId")
+
+
+def test_retired_job_is_410(emulator: RunningEmulator) -> None:
+    import_now()
+    emulator.delete_deployment("aoai-devstack-eastus", "gpt-4o-batch")
+    import_now()
+
+    body = assert_problem(start("gpt-4o-batch::batch", {"inputFileId": "file-abc"}), 410)
+    assert body["code"] == "job-retired"
+
+
+def test_batch_job_on_a_sku_that_cannot_batch_is_409_naming_the_skus() -> None:
+    import_now()
+
+    body = assert_problem(start("gpt-4o::batch", {"inputFileId": "file-abc"}), 409)
+
+    assert "GlobalStandard" in body["detail"]
+    assert "GlobalBatch" in body["detail"] and "DataZoneBatch" in body["detail"]
+
+
+def test_batch_job_of_a_failed_deployment_is_409_with_the_reason(emulator: RunningEmulator) -> None:
+    emulator.put_deployment(
+        "aoai-devstack-eastus",
+        "broken-batch",
+        provisioningState="Failed",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
+        sku={"name": "GlobalBatch", "capacity": 1},
+        capabilities={"chatCompletion": "true"},
+    )
+    import_now()
+
+    body = assert_problem(start("broken-batch::batch", {"inputFileId": "file-abc"}), 409)
+
+    assert "provisioning state is Failed" in body["detail"]
+
+
+def test_batch_job_without_an_input_file_is_400() -> None:
+    import_now()
+    body = assert_problem(start("gpt-4o-batch::batch"), 400, "inputFileId")
+    assert body["code"] == "no-input-file"
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"inputFileId": "abc"}, ["inputFileId"]),
+        ({"inputFileSecret": "not a name!"}, ["inputFileSecret"]),
+        ({"inputFileId": "file-abc", "endpoint": "/embeddings"}, ["endpoint"]),
+        ({"inputFileId": "file-abc", "completionWindow": "1h"}, ["completionWindow"]),
+        ({"inputFileId": "file-abc", "metadata": {f"k{i}": "v" for i in range(16)}}, ["metadata"]),
+        ({"inputFileId": "file-abc", "metadata": {"k": 1}}, ["metadata"]),
+        ({"inputFileId": "file-abc", "metadata": {"runId": "mine"}}, ["metadata.runId"]),
+        ({"inputFileId": "file-abc", "priority": "high"}, ["priority"]),
+    ],
+)
+def test_bad_batch_run_bodies_are_400_naming_the_field(body: dict[str, Any], fields: list[str]) -> None:
+    import_now()
+    assert_problem(start("gpt-4o-batch::batch", body), 400, *fields)
+
+
+def test_malformed_json_body_is_400() -> None:
+    import_now()
+    assert_problem(start("gpt-4o-batch::batch", raw_body=b"{nope"), 400, "body")
+
+
+def test_attribute_from_the_job_is_validated_against_the_body_override() -> None:
+    import_now()
+    patch_job("gpt-4o-batch::batch", {"attributes": {"inputFileId": "file-stored"}})
+
+    # the body may switch to a secret: the stored file id no longer counts, so both are not "set at once"
+    response = start("gpt-4o-batch::batch", {"inputFileSecret": "batch-input", "inputFileId": "bad"})
+    assert_problem(response, 400, "inputFileId")
+
+
+def test_chat_run_without_user_prompt_is_400() -> None:
+    import_now()
+    assert_problem(start("gpt-4o", {}), 400, "user_prompt")
+    assert_problem(start("gpt-4o", {"user_prompt": "  ", "system_prompt": 3}), 400, "user_prompt", "system_prompt")
+    assert_problem(start("gpt-4o", {"user_prompt": "hi", "temperature": 1}), 400, "temperature")
+
+
+def test_chat_job_on_a_batch_only_deployment_is_409() -> None:
+    import_now()
+    body = assert_problem(start("gpt-4o-batch", {"user_prompt": "hi"}), 409)
+    assert "batch jobs only" in body["detail"]
+
+
+def test_embedding_job_is_409_not_runnable() -> None:
+    import_now()
+    assert_problem(start("text-embedding-3-small", {"user_prompt": "hi"}), 409)
+
+
+def test_list_runs_with_unknown_status_is_400() -> None:
+    response = call_http("list_runs", "GET", "runs", params={"status": "Sleeping"})
+    assert_problem(response, 400, "status")
+    assert json_of(response)["status"] == 400
