@@ -62,7 +62,8 @@ def test_batch_job_on_a_sku_that_cannot_batch_is_409_naming_the_skus() -> None:
     body = assert_problem(start("gpt-4o::batch", {"inputFileId": "file-abc"}), 409)
 
     assert "GlobalStandard" in body["detail"]
-    assert "GlobalBatch" in body["detail"] and "DataZoneBatch" in body["detail"]
+    assert "GlobalBatch" in body["detail"]
+    assert "DataZoneBatch" in body["detail"]
 
 
 def test_batch_job_of_a_failed_deployment_is_409_with_the_reason(emulator: RunningEmulator) -> None:
