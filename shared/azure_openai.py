@@ -2,10 +2,12 @@
 
 Reads (GET) are retried by the shared retry policy. Creating a batch is never retried here: when its reply is
 lost the caller must first look for the batch it may have created (see `find_batch`), or it could pay twice.
+A chat completion is retried only when it was throttled (429: Azure did not run it), honoring Retry-After.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,13 +15,16 @@ import requests
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.arm import TokenCredential
-from shared.http import DEFAULT_TIMEOUT_SECONDS, TRANSIENT_STATUSES, azure_session
+from shared.http import DEFAULT_TIMEOUT_SECONDS, MAX_RETRY_AFTER_SECONDS, TRANSIENT_STATUSES, azure_session
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+THROTTLE_RETRIES = 4  # further attempts of a throttled (429) chat completion
+THROTTLE_BACKOFF = 0.5  # seconds before the first retry when Azure names no Retry-After; doubles each time
 
 
 class AzureOpenAIError(Exception):
-    """The service refused or failed a request. `status` is None when no reply came (the outcome is unknown)."""
+    """The service refused or failed a request. `status` is None when Azure gave no reply: the request was lost
+    (its outcome is unknown) or could not be sent (no token); both are worth retrying."""
 
     def __init__(self, status: int | None, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"{code}: {message}" if status is None else f"Azure OpenAI {status} {code}: {message}")
@@ -101,7 +106,17 @@ class AzureOpenAIClient:
 
     # Chat ----------------------------------------------------------------------------------------------------
     def chat_completion(self, deployment: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"deployments/{deployment}/chat/completions", json=body)
+        """POST …/chat/completions. A 429 means Azure did not run the request, so it is retried (at most
+        THROTTLE_RETRIES times, waiting as Retry-After says, capped); any other failure is raised at once."""
+        for attempt in range(THROTTLE_RETRIES + 1):
+            try:
+                return self._call("POST", f"deployments/{deployment}/chat/completions", json=body)
+            except AzureOpenAIError as error:
+                if error.status != 429 or attempt == THROTTLE_RETRIES:
+                    raise
+                wait = error.retry_after if error.retry_after is not None else THROTTLE_BACKOFF * 2**attempt
+                time.sleep(min(wait, MAX_RETRY_AFTER_SECONDS))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # Plumbing ------------------------------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -111,8 +126,9 @@ class AzureOpenAIClient:
         try:
             token = self.credential.get_token(COGNITIVE_SCOPE).token
         except ClientAuthenticationError as exc:
+            # Not Azure's 401: nothing was sent, and an identity endpoint that failed may well answer next time.
             raise AzureOpenAIError(
-                401, "CredentialUnavailable", "could not get a token for Azure OpenAI from the identity"
+                None, "CredentialUnavailable", "could not get a token for Azure OpenAI from the identity"
             ) from exc
         return {"Authorization": f"Bearer {token}"}
 

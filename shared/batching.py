@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.azure_openai import AzureOpenAIClient, AzureOpenAIError
-from shared.runs import BatchRunState, BatchSnapshot
+from shared.runs import BatchRunState, BatchSnapshot, redact_input_file_id
 from shared.secrets import SecretReader, SecretRef
 
 RUN_ID_METADATA = "runId"
@@ -55,11 +55,12 @@ def submit(
     try:
         batch = client.create_batch(input_file_id, state.endpoint, state.completion_window, metadata)
     except AzureOpenAIError as error:
+        message = redact_input_file_id(error.message, input_file_id)
         if error.code == "token_limit_exceeded":
-            return {"outcome": "quota", "message": error.message}
+            return {"outcome": "quota", "message": message}
         if error.transient:
             raise SubmitUnknown(f"submit outcome unknown ({error.status or 'no reply'} {error.code})") from error
-        return {"outcome": "rejected", "error": {"code": error.code, "message": error.message, "status": error.status}}
+        return {"outcome": "rejected", "error": {"code": error.code, "message": message, "status": error.status}}
     return {"outcome": "submitted", "batch": BatchSnapshot.from_azure(batch).to_dict()}
 
 

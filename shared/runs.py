@@ -52,6 +52,17 @@ HINTS = {
 }
 
 
+INPUT_FILE_PLACEHOLDER = "<input file id>"
+
+
+def redact_input_file_id(text: Any, input_file_id: str | None) -> Any:
+    """`text` with the input file id replaced: Azure's messages quote it ("Invalid file id 'file-…'", "The input
+    file 'file-…' was not found"), and it may be a Key Vault secret's value."""
+    if isinstance(text, str) and input_file_id:
+        return text.replace(input_file_id, INPUT_FILE_PLACEHOLDER)
+    return text
+
+
 def run_status(azure_status: str) -> RunStatus:
     """The run status for an Azure batch status (unknown statuses count as still running)."""
     return _AZURE_TO_RUN.get(azure_status, RunStatus.RUNNING)
@@ -87,9 +98,11 @@ class BatchSnapshot:
 
     @classmethod
     def from_azure(cls, batch: dict[str, Any]) -> BatchSnapshot:
-        """Tolerates the service's quirks: "" for absent file ids, null request counts, errors as null."""
+        """Tolerates the service's quirks: "" for absent file ids, null request counts, errors as null. Error
+        messages quoting the input file id get a placeholder instead (it may come from a secret)."""
         counts = batch.get("request_counts") or {}
         errors = (batch.get("errors") or {}).get("data") or []
+        input_file_id = batch.get("input_file_id")
         stamps = {
             name: batch.get(name) or None
             for name in (
@@ -113,7 +126,11 @@ class BatchSnapshot:
             total=counts.get("total"),
             completed=counts.get("completed"),
             failed=counts.get("failed"),
-            errors=[{k: e.get(k) for k in ("code", "message", "line", "param")} for e in errors if isinstance(e, dict)],
+            errors=[
+                {k: redact_input_file_id(e.get(k), input_file_id) for k in ("code", "message", "line", "param")}
+                for e in errors
+                if isinstance(e, dict)
+            ],
         )
 
     @classmethod

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from shared.jobs import SECRET_NAME
 
@@ -56,5 +61,5 @@ class SecretReader:
                 else ("could not be read: no access token for the vault")
             )
             raise SecretUnavailable(name, reason) from exc
-        except ServiceRequestError as exc:
+        except (ServiceRequestError, ServiceResponseError) as exc:
             raise SecretUnavailable(name, "could not be read: the vault did not answer") from exc

@@ -131,6 +131,7 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
                 resource_group=str(entry["resourceGroup"]),
                 tenant_id=str(entry.get("tenantId", "")),
                 api_version=str(entry.get("apiVersion") or DEFAULT_API_VERSION),
+                api_key_secret=str(entry.get("apiKeySecret") or ""),
             )
         )
     names = [r.name for r in resources]

@@ -1,0 +1,927 @@
+"""The batch-run activities (resolve_batch_input, submit_batch, check_batch, cancel_batch) and the shared code
+under them, called as the Functions worker calls them, against the emulated Azure OpenAI, Key Vault and identity
+over real HTTP, with the cancel records in Azurite."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.identity import ManagedIdentityCredential
+from azure.keyvault.secrets import SecretClient
+
+from shared import services
+from shared.azure_openai import AzureOpenAIClient, AzureOpenAIError
+from shared.batching import RUN_ID_METADATA, SubmitUnknown, submit
+from shared.http import azure_session, retry_policy
+from shared.runs import HINTS, INPUT_FILE_PLACEHOLDER, BatchRunState, BatchSnapshot, RunStatus, iso, run_status
+from shared.secrets import SecretUnavailable
+from tests.conftest import RunningEmulator, start_emulator, stop_emulator, wait_for
+from tests.devstack.conftest import DataPlane, batch_lines
+from tests.functions import functions_by_name
+
+RESOURCE = "aoai-devstack-eastus"
+OTHER_RESOURCE = "aoai-devstack-swedencentral"
+DEPLOYMENT = "gpt-4o-batch"
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+GPT_4O = {"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"}
+
+
+# Helpers ----------------------------------------------------------------------------------------------------------
+
+
+def activity(name: str, payload: dict[str, Any]) -> Any:
+    """Runs activity `name` as the worker does: its user function with the (JSON-shaped) activity input."""
+    return functions_by_name()[name].get_user_function()(json.loads(json.dumps(payload)))
+
+
+def new_state(input_file_id: str | None = None, **overrides: Any) -> BatchRunState:
+    """A run's state as the runs API builds it, at the submit phase."""
+    now = datetime.now(UTC)
+    values: dict[str, Any] = {
+        "run_id": f"{DEPLOYMENT}::batch::{uuid.uuid4().hex}",
+        "resource": RESOURCE,
+        "external_id": f"{DEPLOYMENT}::batch",
+        "deployment": DEPLOYMENT,
+        "endpoint": "/chat/completions",
+        "completion_window": "24h",
+        "requested_at": now.isoformat().replace("+00:00", "Z"),
+        "deadline": (now + timedelta(hours=25)).isoformat().replace("+00:00", "Z"),
+        "monitor_url": "https://portal.azure.com/#/resource/x/overview",
+        "input_file_id": input_file_id,
+        "phase": "submitting",
+    }
+    values.update(overrides)
+    return BatchRunState(**values)
+
+
+def submitted(state: BatchRunState) -> BatchRunState:
+    """`state` after a successful submit, as the orchestrator carries it on."""
+    outcome = activity("submit_batch", state.to_dict())
+    assert outcome["outcome"] == "submitted", outcome
+    state.batch, state.phase = outcome["batch"], "polling"
+    state.status = run_status(outcome["batch"]["status"]).value
+    return state
+
+
+def check(state: BatchRunState) -> dict[str, Any]:
+    """One check_batch call; the state takes the new snapshot, as the orchestrator does."""
+    checked = activity("check_batch", state.to_dict())
+    state.batch = checked["batch"]
+    state.status = run_status(checked["batch"]["status"]).value
+    return dict(checked)
+
+
+def check_until(state: BatchRunState, status: str, timeout: float = 20) -> tuple[dict[str, Any], list[str]]:
+    """Checks until the batch reports `status`; returns that check and every status seen on the way."""
+    seen: list[str] = []
+
+    def reached() -> dict[str, Any]:
+        checked = check(state)
+        if not seen or seen[-1] != checked["batch"]["status"]:
+            seen.append(checked["batch"]["status"])
+        return checked if checked["batch"]["status"] == status else {}
+
+    return wait_for(reached, timeout=timeout, interval=0.02, what=f"the batch to be {status}"), seen
+
+
+def batch_of(state: BatchRunState) -> dict[str, Any]:
+    assert state.batch is not None
+    return state.batch
+
+
+def emulator_batch(emulator: RunningEmulator, batch_id: str, resource: str = RESOURCE) -> dict[str, Any]:
+    return next(b for b in emulator.batches(resource) if b["id"] == batch_id)
+
+
+def set_secret(emulator: RunningEmulator, name: str, value: str) -> str:
+    """Stores a secret with the Key Vault SDK as an operator would; returns its version."""
+    vault = emulator.endpoints["keyVault"]
+    client = SecretClient(
+        vault["url"], ManagedIdentityCredential(), connection_verify=vault["caBundle"], verify_challenge_resource=False
+    )
+    return str(client.set_secret(name, value).properties.version)
+
+
+@pytest.fixture
+def eastus(emulator: RunningEmulator) -> DataPlane:
+    """Raw access to the job's resource, as an operator uploading input files has it."""
+    resource = emulator.resource(RESOURCE)
+    return DataPlane(resource["endpoint"], resource["apiKey"])
+
+
+@pytest.fixture
+def sweden(emulator: RunningEmulator) -> DataPlane:
+    resource = emulator.resource(OTHER_RESOURCE)
+    return DataPlane(resource["endpoint"], resource["apiKey"])
+
+
+@pytest.fixture
+def settings(
+    app_settings: dict[str, str], emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The app settings, with the emulated vault's CA trusted (the Functions code builds its SecretClient plainly)."""
+    ca_bundle = emulator.endpoints["keyVault"]["caBundle"]
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", ca_bundle)
+    monkeypatch.setenv("SSL_CERT_FILE", ca_bundle)
+    services.reset()
+    return app_settings
+
+
+pytestmark = pytest.mark.usefixtures("settings")
+
+
+# submit_batch -----------------------------------------------------------------------------------------------------
+
+
+def test_submit_creates_one_batch_with_exactly_azures_body_and_the_run_id_in_metadata(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    file_id = eastus.upload(batch_lines(3))["id"]
+    state = new_state(file_id, metadata={"team": "search", "ticket": "T-42"})
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome["outcome"] == "submitted"
+    creates = emulator.requests_log(service="openai", route="batches.create")
+    assert [c["body"] for c in creates] == [
+        {
+            "input_file_id": file_id,
+            "endpoint": "/chat/completions",
+            "completion_window": "24h",
+            "metadata": {"team": "search", "ticket": "T-42", RUN_ID_METADATA: state.run_id},
+        }
+    ]
+    (batch,) = emulator.batches(RESOURCE)
+    assert outcome["batch"]["id"] == batch["id"] == creates[0]["batch"]["id"]
+    assert batch["metadata"] == {"team": "search", "ticket": "T-42", "runId": state.run_id}
+    assert outcome["batch"]["status"] == "validating"
+    assert outcome["batch"]["created_at"] == batch["created_at"]
+    assert "input_file_id" not in outcome["batch"]
+
+
+def test_resubmitting_the_same_run_reattaches_to_its_batch(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"])
+    first = activity("submit_batch", state.to_dict())
+
+    again = activity("submit_batch", state.to_dict())
+
+    assert again["outcome"] == "reattached"
+    assert again["batch"]["id"] == first["batch"]["id"]
+    assert [b["id"] for b in emulator.batches(RESOURCE)] == [first["batch"]["id"]]
+    assert len(emulator.requests_log(service="openai", route="batches.create")) == 1
+
+
+def test_other_runs_batches_are_never_reattached(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    file_id = eastus.upload(batch_lines(2))["id"]
+    one, two = new_state(file_id), new_state(file_id)
+
+    first = activity("submit_batch", one.to_dict())
+    second = activity("submit_batch", two.to_dict())
+
+    assert (first["outcome"], second["outcome"]) == ("submitted", "submitted")
+    assert first["batch"]["id"] != second["batch"]["id"]
+    assert sorted(b["metadata"]["runId"] for b in emulator.batches(RESOURCE)) == sorted([one.run_id, two.run_id])
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"status": 500, "afterHandler": True}, {"drop": True, "afterHandler": True}],
+    ids=["500-after-create", "connection-cut-after-create"],
+)
+def test_lost_create_reply_raises_then_the_retry_reattaches_to_the_one_batch(
+    emulator: RunningEmulator, eastus: DataPlane, fault: dict[str, Any]
+) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"])
+    emulator.add_fault(service="openai", route="batches.create", times=1, **fault)
+
+    with pytest.raises(SubmitUnknown, match="submit outcome unknown"):
+        activity("submit_batch", state.to_dict())
+    retried = activity("submit_batch", state.to_dict())  # what Durable's activity retry does
+
+    (batch,) = emulator.batches(RESOURCE)
+    assert retried["outcome"] == "reattached"
+    assert retried["batch"]["id"] == batch["id"]
+    assert batch["metadata"]["runId"] == state.run_id
+    (create,) = emulator.requests_log(service="openai", route="batches.create")
+    assert create["handledStatus"] == 200  # Azure did create it: only the reply was lost
+    assert create["batch"]["id"] == batch["id"]
+    assert len(emulator.requests_log(service="openai", route="batches.list")) == 2
+
+
+def test_throttled_and_failing_listing_is_retried_inside_the_client(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"])
+    emulator.add_fault(service="openai", route="batches.list", status=429, times=1)
+    emulator.add_fault(service="openai", route="batches.list", status=503, times=1)
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome["outcome"] == "submitted"
+    assert [e["status"] for e in emulator.requests_log(service="openai", route="batches.list")] == [429, 503, 200]
+    assert len(emulator.batches(RESOURCE)) == 1
+
+
+def test_listing_that_fails_past_the_retries_never_creates_blind(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    resource = emulator.resource(RESOURCE)
+    quick = azure_session(retry_policy(attempts=2, backoff=0))
+    client = AzureOpenAIClient(resource["endpoint"], "2024-10-21", api_key=resource["apiKey"], session=quick)
+    emulator.add_fault(service="openai", route="batches.list", status=503, times=3)
+
+    with pytest.raises(SubmitUnknown, match="could not look for an earlier batch: ServiceUnavailable"):
+        submit(new_state(eastus.upload(batch_lines(2))["id"]), client, None, cancel_requested=False)
+
+    assert len(emulator.requests_log(service="openai", route="batches.list")) == 3
+    assert emulator.requests_log(service="openai", route="batches.create") == []
+
+
+def test_create_storm_is_retried_by_the_activity_without_a_second_batch(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"])
+    emulator.add_fault(service="openai", route="batches.create", status=429, retryAfter=1, times=1)
+    emulator.add_fault(service="openai", route="batches.create", status=503, afterHandler=True, times=1)
+
+    outcomes: list[str] = []
+    for _ in range(5):  # Durable's retry policy: up to five attempts
+        try:
+            outcomes.append(activity("submit_batch", state.to_dict())["outcome"])
+            break
+        except SubmitUnknown as unknown:
+            outcomes.append(str(unknown))
+
+    assert outcomes == [
+        "submit outcome unknown (429 429)",
+        "submit outcome unknown (503 ServiceUnavailable)",
+        "reattached",
+    ]
+    assert len(emulator.batches(RESOURCE)) == 1
+    creates = emulator.requests_log(service="openai", route="batches.create")
+    assert [(c["status"], c.get("handledStatus")) for c in creates] == [(429, None), (503, 200)]
+
+
+def test_token_limit_exceeded_is_quota_without_a_batch_then_submits_once_the_blocking_batch_ends(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    emulator.put_deployment(
+        RESOURCE,
+        DEPLOYMENT,
+        model=GPT_4O,
+        sku={"name": "GlobalBatch", "capacity": 10},
+        capabilities={"chatCompletion": "true"},
+        enqueuedTokenLimit=100,
+    )
+    file_id = eastus.upload(batch_lines(5))["id"]  # one such batch fits in 100 tokens, two do not
+    blocking = eastus.create_batch(file_id).json()
+    state = new_state(file_id)
+
+    waiting = activity("submit_batch", state.to_dict())
+
+    assert waiting == {
+        "outcome": "quota",
+        "message": "The number of enqueued tokens has surpassed the configured limit of 100 for the deployment "
+        "'gpt-4o-batch'. Please either increase the limit or try again once the current jobs have finished.",
+    }
+    assert [b["id"] for b in emulator.batches(RESOURCE)] == [blocking["id"]]
+
+    wait_for(lambda: eastus.batch(blocking["id"])["status"] == "completed", what="the blocking batch to complete")
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome["outcome"] == "submitted"
+    ours = [b for b in emulator.batches(RESOURCE) if (b["metadata"] or {}).get("runId") == state.run_id]
+    assert [b["id"] for b in ours] == [outcome["batch"]["id"]]
+    statuses = [c["status"] for c in emulator.requests_log(service="openai", route="batches.create")]
+    assert statuses == [200, 400, 200]
+
+
+@pytest.mark.parametrize(
+    ("override", "param"),
+    [({"completion_window": "48h"}, "completion_window"), ({"endpoint": "/embeddings"}, "endpoint")],
+)
+def test_request_azure_refuses_is_rejected_with_azures_code(
+    emulator: RunningEmulator, eastus: DataPlane, override: dict[str, str], param: str
+) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"], **override)
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome["outcome"] == "rejected"
+    assert outcome["error"]["code"] == "invalid_request"
+    assert outcome["error"]["status"] == 400
+    assert repr(next(iter(override.values()))) in outcome["error"]["message"]
+    (create,) = emulator.requests_log(service="openai", route="batches.create")
+    assert create["status"] == 400
+    assert emulator.batches(RESOURCE) == []
+
+
+def test_cancel_requested_before_submission_creates_no_batch(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"])
+    services.catalog().request_cancel(state.run_id, datetime.now(UTC))
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome == {"outcome": "cancelled"}
+    assert emulator.batches(RESOURCE) == []
+    assert emulator.requests_log(service="openai", route="batches.create") == []
+
+
+def test_cancel_requested_after_a_lost_create_reply_reattaches_rather_than_orphaning_the_batch(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"])
+    emulator.add_fault(service="openai", route="batches.create", status=500, afterHandler=True, times=1)
+    with pytest.raises(SubmitUnknown):
+        activity("submit_batch", state.to_dict())
+    services.catalog().request_cancel(state.run_id, datetime.now(UTC))
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    # The orchestrator then cancels the batch it now knows about.
+    assert outcome["outcome"] == "reattached"
+    assert outcome["batch"]["id"] == emulator.batches(RESOURCE)[0]["id"]
+
+
+# Input from Key Vault ---------------------------------------------------------------------------------------------
+
+
+def test_resolve_batch_input_pins_the_secret_version_without_its_value(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    file_id = eastus.upload(batch_lines(2))["id"]
+    version = set_secret(emulator, "batch-input", file_id)
+    state = new_state(input_file_secret="batch-input", phase="resolving")
+
+    resolved = activity("resolve_batch_input", state.to_dict())
+
+    assert resolved == {"name": "batch-input", "version": version}
+    assert file_id not in json.dumps(resolved)
+
+
+def test_submit_uses_the_pinned_secret_version_not_the_latest(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    pinned_file = eastus.upload(batch_lines(2), filename="pinned.jsonl")["id"]
+    later_file = eastus.upload(batch_lines(3), filename="later.jsonl")["id"]
+    set_secret(emulator, "batch-input", pinned_file)
+    state = new_state(input_file_secret="batch-input")
+    state.secret_version = activity("resolve_batch_input", state.to_dict())["version"]
+    set_secret(emulator, "batch-input", later_file)  # the secret moves on after the run resolved it
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome["outcome"] == "submitted"
+    (batch,) = emulator.batches(RESOURCE)
+    assert batch["input_file_id"] == pinned_file
+    assert pinned_file not in json.dumps(outcome)
+
+
+def test_missing_secret_fails_naming_the_secret(emulator: RunningEmulator) -> None:
+    state = new_state(input_file_secret="no-such-secret", phase="resolving")
+
+    with pytest.raises(SecretUnavailable) as raised:
+        activity("resolve_batch_input", state.to_dict())
+
+    assert str(raised.value) == "Key Vault secret 'no-such-secret' was not found in the vault"
+    assert raised.value.name == "no-such-secret"
+
+
+def test_missing_secret_version_fails_naming_the_secret_and_not_its_value(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    file_id = eastus.upload(batch_lines(2))["id"]
+    set_secret(emulator, "batch-input", file_id)
+    state = new_state(input_file_secret="batch-input", secret_version="0" * 32)
+
+    with pytest.raises(SecretUnavailable) as raised:
+        activity("submit_batch", state.to_dict())
+
+    assert str(raised.value) == f"Key Vault secret 'batch-input' has no version {'0' * 32}"
+    assert file_id not in str(raised.value)
+    assert emulator.batches(RESOURCE) == []
+
+
+def test_secret_input_file_id_appears_in_no_activity_output_even_when_azure_quotes_it(
+    emulator: RunningEmulator, sweden: DataPlane
+) -> None:
+    # A file of the other resource: Azure accepts the batch, then fails it quoting the file id in its message.
+    secret_value = sweden.upload(batch_lines(2, "gpt-4o-mini-batch"))["id"]
+    set_secret(emulator, "batch-input", secret_value)
+    emulator.set_speeds(RESOURCE, validationSeconds=1)
+    state = new_state(input_file_secret="batch-input", phase="resolving")
+
+    outputs: list[Any] = [resolved := activity("resolve_batch_input", state.to_dict())]
+    state.secret_version, state.phase = resolved["version"], "submitting"
+    outputs.append(outcome := activity("submit_batch", state.to_dict()))
+    state.batch, state.phase = outcome["batch"], "polling"
+    checked, _ = check_until(state, "failed")
+    outputs.append(checked)
+    outputs.append(activity("cancel_batch", state.to_dict()))
+    state.failure = BatchSnapshot.from_dict(checked["batch"]).failure()
+    outputs.append(state.resource_view())
+    outputs.append(activity("submit_batch", state.to_dict()))  # a late retry re-attaches
+    outputs.append(state.to_dict())  # what the orchestration carries (and Durable stores in its history)
+
+    assert emulator_batch(emulator, outcome["batch"]["id"])["input_file_id"] == secret_value
+    azure_message = emulator_batch(emulator, outcome["batch"]["id"])["errors"]["data"][0]["message"]
+    assert secret_value in azure_message
+    for output in outputs:
+        assert secret_value not in json.dumps(output)
+    assert state.failure is not None
+    assert state.failure["message"] == azure_message.replace(secret_value, INPUT_FILE_PLACEHOLDER)
+
+
+def test_secret_input_file_id_azure_refuses_is_not_quoted_in_the_rejection(emulator: RunningEmulator) -> None:
+    set_secret(emulator, "batch-input", "not-a-file-id")
+    state = new_state(input_file_secret="batch-input")
+    state.secret_version = activity("resolve_batch_input", state.to_dict())["version"]
+
+    outcome = activity("submit_batch", state.to_dict())
+
+    assert outcome == {
+        "outcome": "rejected",
+        "error": {"code": "invalid_request", "message": "Invalid file id '<input file id>'.", "status": 400},
+    }
+    (create,) = emulator.requests_log(service="openai", route="batches.create")
+    assert create["body"]["input_file_id"] == "not-a-file-id"  # the value itself did reach Azure
+
+
+def test_resource_view_carries_no_input_file_id(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    file_id = eastus.upload(batch_lines(2))["id"]
+    set_secret(emulator, "batch-input", file_id)
+    state = new_state(input_file_secret="batch-input")
+    state.secret_version = activity("resolve_batch_input", state.to_dict())["version"]
+    state = submitted(state)
+
+    view = state.resource_view()
+
+    assert file_id not in json.dumps(view)
+    assert state.batch is not None
+    assert view["runId"] == state.batch["id"]
+
+
+# check_batch ------------------------------------------------------------------------------------------------------
+
+
+def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    emulator.set_speeds(RESOURCE, validationSeconds=10, requestsPerSecond=1, finalizingSeconds=10)
+    state = submitted(new_state(eastus.upload(batch_lines(20))["id"]))
+
+    validating = check(state)
+    assert validating["batch"]["status"] == "validating"
+    assert validating["cancelRequested"] is False
+    # Azure's quirk: "" for result files not made yet; the snapshot has None.
+    assert emulator_batch(emulator, batch_of(state)["id"])["output_file_id"] == ""
+    assert (validating["batch"]["output_file_id"], validating["batch"]["error_file_id"]) == (None, None)
+    assert state.resource_view()["status"] == "Running"
+
+    running, _ = check_until(state, "in_progress")
+    wait_for(lambda: 0 < (check(state)["batch"]["completed"] or 0) < 20, interval=0.02, what="partial progress")
+    partial = BatchSnapshot.from_dict(batch_of(state))
+    assert partial.total == 20
+    assert partial.failed == 0
+    assert state.resource_view()["progress"] == {
+        "total": 20,
+        "completed": partial.completed,
+        "failed": 0,
+        "percent": round(100 * (partial.completed or 0) / 20, 1),
+    }
+    assert running["batch"]["in_progress_at"] is not None
+
+    finalizing, _ = check_until(state, "finalizing")
+    assert (finalizing["batch"]["total"], finalizing["batch"]["completed"]) == (20, 20)
+    assert state.resource_view()["status"] == "Running"
+
+    completed, _ = check_until(state, "completed")
+    azure = emulator_batch(emulator, batch_of(state)["id"])
+    snapshot = BatchSnapshot.from_dict(completed["batch"])
+    assert snapshot.outputs() == {
+        "output_file_id": azure["output_file_id"],
+        "error_file_id": azure["error_file_id"],
+        "request_counts_total": azure["request_counts"]["total"],
+        "request_counts_completed": azure["request_counts"]["completed"],
+        "request_counts_failed": azure["request_counts"]["failed"],
+    }
+    assert snapshot.outputs()["request_counts_completed"] == 20
+    assert len(eastus.content_lines(azure["output_file_id"])) == 20
+    assert snapshot.failure() is None
+
+    view = state.resource_view()
+    assert view["status"] == RunStatus.SUCCESS.value
+    assert view["azureStatus"] == "completed"
+    assert view["outputs"] == snapshot.outputs()
+    assert view["startedAt"] == iso(azure["created_at"])
+    assert view["endedAt"] == iso(azure["completed_at"])
+    assert ISO_UTC.match(view["startedAt"])
+    assert ISO_UTC.match(view["endedAt"])
+    assert view["startedAt"] < view["endedAt"]
+
+
+def _lines(*lines: Any) -> str:
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+
+
+def _line(custom_id: str = "a", model: str = DEPLOYMENT, url: str = "/chat/completions") -> dict[str, Any]:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
+
+
+FAILURES = {
+    "invalid_json_line": (_lines(_line("a"), "{not json"), 2, None),
+    "duplicate_custom_id": (_lines(_line("a"), _line("b"), _line("a")), 3, "custom_id"),
+    "empty_file": ("\n\n", None, None),
+    "url_mismatch": (_lines(_line("a", url="/embeddings")), 1, "url"),
+    "model_mismatch": (_lines(_line("a"), _line("b", model="gpt-4o-mini-dz-batch")), 2, "body.model"),
+    "model_not_found": (_lines(_line("a", model="no-such-deployment")), 1, "body.model"),
+    "invalid_request": (_lines(_line("a", model="gpt-4o")), 1, "body.model"),  # a GlobalStandard deployment
+    "input_file_not_found": (None, None, None),  # a file of the other resource
+}
+
+
+@pytest.mark.parametrize("code", list(FAILURES))
+def test_failed_batch_reports_azures_code_message_line_and_hint(
+    emulator: RunningEmulator, eastus: DataPlane, sweden: DataPlane, code: str
+) -> None:
+    content, line, param = FAILURES[code]
+    emulator.set_speeds(RESOURCE, validationSeconds=1)
+    if content is None:
+        file_id = sweden.upload(batch_lines(2, "gpt-4o-mini-batch"))["id"]
+    else:
+        file_id = eastus.upload(content)["id"]
+    state = submitted(new_state(file_id))
+
+    checked, seen = check_until(state, "failed")
+
+    assert seen[-1] == "failed"
+    azure = emulator_batch(emulator, checked["batch"]["id"])
+    (error,) = azure["errors"]["data"]
+    snapshot = BatchSnapshot.from_dict(checked["batch"])
+    assert snapshot.failure() == {
+        "code": code,
+        "message": error["message"].replace(file_id, INPUT_FILE_PLACEHOLDER),
+        "line": line,
+        "param": param,
+        "hint": HINTS.get(code),
+    }
+    # Azure's quirk for a batch that failed validation: request counts with null members.
+    assert azure["request_counts"]["completed"] is None
+    assert (snapshot.completed, snapshot.failed) == (None, None)
+    assert snapshot.total == azure["request_counts"]["total"]
+    if code in ("input_file_not_found", "model_not_found"):
+        assert HINTS[code]
+    view = state.resource_view()
+    assert view["status"] == "Failed"
+    assert view["endedAt"] == iso(azure["failed_at"])
+    assert view["outputs"]["output_file_id"] is None
+
+
+def test_cancel_requested_reflects_the_catalogues_cancel_record(eastus: DataPlane) -> None:
+    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
+    assert check(state)["cancelRequested"] is False
+
+    services.catalog().request_cancel(state.run_id, datetime.now(UTC))
+
+    assert check(state)["cancelRequested"] is True
+
+
+def test_check_survives_transient_errors_within_the_clients_retries(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
+    emulator.add_fault(service="openai", route="batches.get", status=503, times=1)
+    emulator.add_fault(service="openai", route="batches.get", status=429, times=1)
+
+    checked = check(state)
+
+    assert checked["batch"]["id"] == batch_of(state)["id"]
+    assert [e["status"] for e in emulator.requests_log(service="openai", route="batches.get")] == [503, 429, 200]
+
+
+def test_check_of_a_vanished_batch_raises_with_azures_status(eastus: DataPlane) -> None:
+    state = new_state(eastus.upload(batch_lines(2))["id"], batch={"id": "batch_missing", "status": "validating"})
+
+    with pytest.raises(AzureOpenAIError) as raised:
+        activity("check_batch", state.to_dict())
+
+    assert (raised.value.status, raised.value.code, raised.value.transient) == (404, "notFound", False)
+
+
+# cancel_batch -----------------------------------------------------------------------------------------------------
+
+
+def test_cancelling_a_running_batch_goes_cancelling_then_cancelled_with_partial_counts(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    emulator.set_speeds(RESOURCE, validationSeconds=2, requestsPerSecond=2, cancellingSeconds=4)
+    state = submitted(new_state(eastus.upload(batch_lines(100))["id"]))
+    wait_for(lambda: (check(state)["batch"]["completed"] or 0) > 0, interval=0.02, what="some requests to finish")
+
+    cancelling = activity("cancel_batch", state.to_dict())
+
+    assert cancelling["status"] == "cancelling"
+    assert cancelling["cancelling_at"] is not None
+    state.batch = cancelling
+    checked, seen = check_until(state, "cancelled")
+    assert seen[0] == "cancelling"
+    azure = emulator_batch(emulator, batch_of(state)["id"])
+    snapshot = BatchSnapshot.from_dict(checked["batch"])
+    assert 0 < (snapshot.completed or 0) < 100
+    assert snapshot.outputs() == {
+        "output_file_id": azure["output_file_id"],
+        "error_file_id": azure["error_file_id"],
+        "request_counts_total": 100,
+        "request_counts_completed": azure["request_counts"]["completed"],
+        "request_counts_failed": 0,
+    }
+    not_run = eastus.content_lines(azure["error_file_id"])
+    assert len(not_run) == 100 - (snapshot.completed or 0)
+    assert {line["error"]["code"] for line in not_run} == {"batch_cancelled"}
+    assert snapshot.failure() is None
+    view = state.resource_view()
+    assert view["status"] == "Cancelled"
+    assert view["endedAt"] == iso(azure["cancelled_at"])
+
+
+def test_cancelling_a_finished_batch_returns_it_as_it_is(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    emulator.set_speeds(RESOURCE, validationSeconds=1, finalizingSeconds=1)
+    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
+    completed, _ = check_until(state, "completed")
+
+    result = activity("cancel_batch", state.to_dict())
+
+    assert result == completed["batch"]
+    (cancel,) = emulator.requests_log(service="openai", route="batches.cancel")
+    assert cancel["status"] == 409
+    assert emulator_batch(emulator, batch_of(state)["id"])["status"] == "completed"
+
+
+def test_cancelling_twice_keeps_cancelling(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
+
+    first = activity("cancel_batch", state.to_dict())
+    again = activity("cancel_batch", state.to_dict())
+
+    assert (first["status"], again["status"]) == ("cancelling", "cancelling")
+    assert again["cancelling_at"] == first["cancelling_at"]
+
+
+# Expiry, on an emulator of its own whose clock runs 24 hours in under two seconds --------------------------------
+
+FAST_SCALE = 50_000.0
+
+
+@pytest.fixture(scope="module")
+def fast_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    emulator = start_emulator(Path(tmp_path_factory.mktemp("fast")), time_scale=FAST_SCALE)
+    yield emulator
+    stop_emulator(emulator)
+
+
+@pytest.fixture
+def fast_settings(
+    settings: dict[str, str], fast_emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The app settings pointed at the fast emulator instead of the shared one."""
+    fast_emulator.reset()
+    resources = json.loads(settings["AZURE_OPENAI_RESOURCES"])
+    resources[0]["endpoint"] = fast_emulator.resource(RESOURCE)["endpoint"]
+    changed = {
+        "AZURE_OPENAI_RESOURCES": json.dumps(resources),
+        "IDENTITY_ENDPOINT": fast_emulator.endpoints["identity"]["endpoint"],
+        "IDENTITY_HEADER": fast_emulator.endpoints["identity"]["header"],
+    }
+    for name, value in changed.items():
+        monkeypatch.setenv(name, value)
+    services.reset()
+    return {**settings, **changed}
+
+
+@pytest.mark.usefixtures("fast_settings")
+def test_batch_past_its_window_is_expired_with_partial_results_and_a_hint(fast_emulator: RunningEmulator) -> None:
+    resource = fast_emulator.resource(RESOURCE)
+    plane = DataPlane(resource["endpoint"], resource["apiKey"])
+    fast_emulator.set_speeds(RESOURCE, validationSeconds=10, requestsPerSecond=0.001)  # 100 requests need 28 h
+    state = submitted(new_state(plane.upload(batch_lines(100))["id"]))
+
+    checked, seen = check_until(state, "expired", timeout=30)
+
+    assert seen[-1] == "expired"
+    assert set(seen) <= {"validating", "in_progress", "expired"}
+    azure = emulator_batch(fast_emulator, batch_of(state)["id"])
+    snapshot = BatchSnapshot.from_dict(checked["batch"])
+    assert (snapshot.total, snapshot.completed, snapshot.failed) == (100, 86, 0)
+    assert snapshot.outputs()["output_file_id"] == azure["output_file_id"]
+    assert snapshot.outputs()["error_file_id"] == azure["error_file_id"]
+    assert snapshot.failure() == {
+        "code": "expired",
+        "message": "The batch expired before all requests finished.",
+        "line": None,
+        "param": None,
+        "hint": HINTS["expired"],
+    }
+    view = state.resource_view()
+    assert view["status"] == "Failed"
+    assert view["endedAt"] == iso(azure["expired_at"]) == iso(azure["created_at"] + 86400)
+
+
+# runs.py ----------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("azure_status", "expected"),
+    [
+        ("validating", RunStatus.RUNNING),
+        ("in_progress", RunStatus.RUNNING),
+        ("finalizing", RunStatus.RUNNING),
+        ("cancelling", RunStatus.RUNNING),
+        ("completed", RunStatus.SUCCESS),
+        ("failed", RunStatus.FAILED),
+        ("expired", RunStatus.FAILED),
+        ("cancelled", RunStatus.CANCELLED),
+    ],
+)
+def test_run_status_maps_each_azure_status(azure_status: str, expected: RunStatus) -> None:
+    assert run_status(azure_status) is expected
+
+
+@pytest.mark.parametrize("end", ["completed", "failed", "expired", "cancelled"])
+def test_started_and_ended_are_iso_utc_from_created_at_and_the_end_stamp(end: str) -> None:
+    batch = {"id": "batch_1", "status": end, "created_at": 1_700_000_000, f"{end}_at": 1_700_003_661}
+    state = new_state("file-x", batch=BatchSnapshot.from_azure(batch).to_dict())
+
+    view = state.resource_view()
+
+    assert (view["startedAt"], view["endedAt"]) == ("2023-11-14T22:13:20Z", "2023-11-14T23:14:21Z")
+
+
+def test_running_batch_has_no_end_and_an_unsubmitted_run_no_start() -> None:
+    running = new_state("file-x", batch={"id": "batch_1", "status": "in_progress", "created_at": 1_700_000_000})
+    assert (running.resource_view()["startedAt"], running.resource_view()["endedAt"]) == ("2023-11-14T22:13:20Z", None)
+    view = new_state("file-x").resource_view()
+    assert (view["startedAt"], view["endedAt"], view["runId"]) == (None, None, None)
+    assert view["outputs"] == dict.fromkeys(
+        ["output_file_id", "error_file_id", "request_counts_total", "request_counts_completed", "request_counts_failed"]
+    )
+
+
+def test_snapshot_tolerates_azures_quirks() -> None:
+    snapshot = BatchSnapshot.from_azure(
+        {
+            "id": "batch_1",
+            "status": "failed",
+            "input_file_id": "file-secret",
+            "output_file_id": "",
+            "error_file_id": "",
+            "request_counts": None,
+            "errors": {"data": [{"code": "input_file_not_found", "message": "The input file 'file-secret' was lost."}]},
+            "completed_at": None,
+            "failed_at": 0,
+        }
+    )
+
+    assert (snapshot.output_file_id, snapshot.error_file_id) == (None, None)
+    assert (snapshot.total, snapshot.completed, snapshot.failed) == (None, None, None)
+    assert snapshot.failed_at is None
+    assert snapshot.errors == [
+        {
+            "code": "input_file_not_found",
+            "message": "The input file '<input file id>' was lost.",
+            "line": None,
+            "param": None,
+        }
+    ]
+    assert "file-secret" not in json.dumps(snapshot.to_dict())
+    assert BatchSnapshot.from_dict(snapshot.to_dict()) == snapshot
+
+
+# azure_openai.AzureOpenAIClient -----------------------------------------------------------------------------------
+
+
+def test_client_authenticates_with_an_entra_token_by_default(emulator: RunningEmulator) -> None:
+    client = services.openai_client(RESOURCE)
+
+    client.list_batches(limit=1)
+
+    (listing,) = emulator.requests_log(service="openai", route="batches.list")
+    assert listing["auth"] == "bearer"
+    assert listing["query"] == {"api-version": "2024-10-21", "limit": "1"}
+
+
+def test_client_with_an_api_key_sends_it(emulator: RunningEmulator) -> None:
+    resource = emulator.resource(RESOURCE)
+    client = AzureOpenAIClient(resource["endpoint"], "2024-10-21", api_key=resource["apiKey"])
+
+    client.list_batches(limit=1)
+
+    assert [e["auth"] for e in emulator.requests_log(service="openai", route="batches.list")] == ["api-key"]
+
+
+def test_client_uses_the_api_key_from_key_vault_when_the_resource_names_apiKeySecret(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_secret(emulator, "aoai-eastus-key", emulator.resource(RESOURCE)["apiKey"])
+    resource = emulator.resource(RESOURCE)
+    monkeypatch.setenv(
+        "AZURE_OPENAI_RESOURCES",
+        json.dumps(
+            [
+                {
+                    "name": RESOURCE,
+                    "endpoint": resource["endpoint"],
+                    "subscriptionId": emulator.endpoints["arm"]["subscriptionId"],
+                    "resourceGroup": emulator.endpoints["arm"]["resourceGroup"],
+                    "apiKeySecret": "aoai-eastus-key",
+                }
+            ]
+        ),
+    )
+    services.reset()
+
+    services.openai_client(RESOURCE).list_batches(limit=1)
+
+    assert [e["auth"] for e in emulator.requests_log(service="openai", route="batches.list")] == ["api-key"]
+
+
+def test_errors_carry_status_code_and_retry_after(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    client = services.openai_client(RESOURCE)
+    file_id = eastus.upload(batch_lines(1))["id"]
+    emulator.add_fault(service="openai", route="batches.create", status=429, retryAfter=2.5, times=1)
+
+    with pytest.raises(AzureOpenAIError) as throttled:
+        client.create_batch(file_id, "/chat/completions", "24h")
+    with pytest.raises(AzureOpenAIError) as refused:
+        client.create_batch(file_id, "/chat/completions", "1h")
+    with pytest.raises(AzureOpenAIError) as missing:
+        client.get_batch("batch_missing")
+
+    assert (throttled.value.status, throttled.value.code, throttled.value.retry_after) == (429, "429", 2.5)
+    assert throttled.value.transient
+    assert (refused.value.status, refused.value.code, refused.value.retry_after) == (400, "invalid_request", None)
+    assert refused.value.message == "The completion window '1h' is not supported. Supported values: 24h."
+    assert not refused.value.transient
+    assert (missing.value.status, missing.value.code) == (404, "notFound")
+    assert missing.value.message == "Batch with id 'batch_missing' was not found."
+    assert len(emulator.requests_log(service="openai", route="batches.create")) == 2  # a create is never retried
+
+
+def test_auth_failures_carry_azures_401_bodies(emulator: RunningEmulator) -> None:
+    class WrongToken:
+        def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            from azure.core.credentials import AccessToken
+
+            return AccessToken("not-a-jwt", 0)
+
+    endpoint = emulator.resource(RESOURCE)["endpoint"]
+
+    with pytest.raises(AzureOpenAIError) as bad_token:
+        AzureOpenAIClient(endpoint, "2024-10-21", credential=WrongToken()).list_batches()
+    with pytest.raises(AzureOpenAIError) as bad_key:
+        AzureOpenAIClient(endpoint, "2024-10-21", api_key="wrong").list_batches()
+
+    assert (bad_token.value.status, bad_token.value.code) == (401, "401")
+    assert bad_token.value.message.startswith("Unauthorized. Access token is missing, invalid")
+    assert (bad_key.value.status, bad_key.value.code) == (401, "401")
+    assert bad_key.value.message.startswith("Access denied due to invalid subscription key")
+
+
+def test_no_reply_is_an_error_without_status(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    client = services.openai_client(RESOURCE)
+    emulator.add_fault(service="openai", route="batches.create", drop=True, times=1)
+
+    with pytest.raises(AzureOpenAIError) as dropped:
+        client.create_batch(eastus.upload(batch_lines(1))["id"], "/chat/completions", "24h")
+
+    assert (dropped.value.status, dropped.value.code, dropped.value.transient) == (None, "NoReply", True)
+    assert emulator.batches(RESOURCE) == []
+
+
+def test_iter_batches_pages_past_100_and_find_batch_reaches_the_second_page(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    # Batches of a file the resource does not hold cost nothing: they fail validation and enqueue no tokens.
+    created = []
+    for index in range(105):
+        response = eastus.create_batch("file-notheld", metadata={"n": str(index)})
+        assert response.status_code == 200, response.text
+        created.append(response.json())
+    client = services.openai_client(RESOURCE)
+
+    listed = list(client.iter_batches())
+    oldest = client.find_batch("n", "0", created_since=0)
+
+    assert [b["id"] for b in listed] == [b["id"] for b in reversed(created)]  # newest first, each once
+    assert oldest is not None
+    assert oldest["id"] == created[0]["id"]
+    pages = emulator.requests_log(service="openai", route="batches.list")
+    assert [p["query"].get("after") for p in pages] == [None, listed[99]["id"]] * 2
+    assert {p["query"]["limit"] for p in pages} == {"100"}
+    newest = client.find_batch("n", "104", created_since=0)
+    assert newest is not None
+    assert newest["id"] == created[-1]["id"]
+    assert len(emulator.requests_log(service="openai", route="batches.list")) == 5  # found on the first page
