@@ -21,6 +21,10 @@ POLLS_PER_EXECUTION = 25  # then continue-as-new, so the history stays bounded
 GRACE = timedelta(hours=1)  # past the completion window, before the run gives up on the batch
 QUOTA_BACKOFF = (60.0, 2.0, 30 * 60.0)  # first wait, factor, longest wait (seconds) while quota is used up
 MAX_FAILED_CHECKS = 20  # consecutive status calls that failed even after their own retries
+# Submit attempts that failed even after their activity retries (Azure unreachable, 5xx storms) are tried again
+# on durable timers: safe, because every attempt re-attaches to a batch an earlier one created.
+SUBMIT_BACKOFF = (30.0, 2.0, 300.0)
+MAX_SUBMIT_ROUNDS = 10
 # Activities retry on transient failures; the submit activity re-attaches first, so its retry cannot pay twice.
 # (The Python SDK sends only the first interval and the attempt count to the host.)
 ACTIVITY_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=5)
@@ -123,10 +127,17 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         try:
             outcome = yield context.call_activity_with_retry("submit_batch", ACTIVITY_RETRY, state.to_dict())
         except Exception as error:
-            return finish(
-                RunStatus.FAILED,
-                {"code": "submit_failed", "message": _reason(error), "line": None, "param": None, "hint": None},
-            )
+            state.submit_failures += 1
+            if state.submit_failures >= MAX_SUBMIT_ROUNDS:
+                return finish(
+                    RunStatus.FAILED,
+                    {"code": "submit_failed", "message": _reason(error), "line": None, "param": None, "hint": None},
+                )
+            logger.warning("submit of %s failed, trying again later: %s", state.run_id, _reason(error))
+            first, factor, longest = SUBMIT_BACKOFF
+            if (yield from wait(min(longest, first * factor ** (state.submit_failures - 1)))):
+                return finish(RunStatus.CANCELLED)
+            continue
         kind = outcome["outcome"]
         if kind in ("submitted", "reattached"):
             state.batch = outcome["batch"]
@@ -252,11 +263,15 @@ def submit_batch(run: dict[str, Any]) -> dict[str, Any]:
     from shared import services
     from shared.batching import submit
     from shared.runs import BatchRunState
+    from shared.secrets import SecretUnavailable
 
     state = BatchRunState.from_dict(run)
     secrets = services.secret_reader() if state.input_file_secret else None
     cancel_requested = services.catalog().cancel_requested(state.run_id)
-    outcome = submit(state, services.openai_client(state.resource), secrets, cancel_requested)
+    try:
+        outcome = submit(state, services.openai_client(state.resource), secrets, cancel_requested)
+    except SecretUnavailable as error:  # retrying cannot help; the message names the secret, not its value
+        return {"outcome": "rejected", "error": {"code": "input_secret_unavailable", "message": str(error)}}
     logger.info("run %s: submit %s", state.run_id, outcome["outcome"])
     return outcome
 

@@ -219,6 +219,7 @@ class BatchRunState:
     phase: str = "resolving"  # resolving → submitting ⇄ quota → polling → (cancelling) → done
     batch: dict[str, Any] | None = None
     quota_attempts: int = 0
+    submit_failures: int = 0
     polls: int = 0
     cancel_requested: bool = False
     cancel_sent: bool = False

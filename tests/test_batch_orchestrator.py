@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from blueprints.batch_runs import CANCEL_EVENT, POLLS_PER_EXECUTION, QUOTA_BACKOFF
+from blueprints.batch_runs import CANCEL_EVENT, MAX_SUBMIT_ROUNDS, POLLS_PER_EXECUTION, QUOTA_BACKOFF, SUBMIT_BACKOFF
 from shared.runs import BatchRunState
 from tests.replay import Replay
 
@@ -226,11 +226,32 @@ def test_submit_retries_after_an_unknown_outcome_then_succeeds() -> None:
     assert replay.custom_status["status"] == "Running"
 
 
-def test_submit_failing_every_attempt_fails_the_run() -> None:
-    replay = started()
-    for _ in range(5):
+def exhaust_submit_retries(replay: Replay) -> None:
+    for _ in range(5):  # DTFx's attempts of one call_activity_with_retry
         replay.fail("submit_batch", "submit outcome unknown (503 ServiceUnavailable)")
         replay.fire_timer()
+
+
+def test_a_long_5xx_storm_on_submit_waits_on_timers_and_tries_again() -> None:
+    replay = started()
+    exhaust_submit_retries(replay)
+
+    assert not replay.done
+    assert replay.custom_status["status"] == "Starting"
+    timer = replay.timer()
+    assert timer.fire_at is not None
+    assert (timer.fire_at - replay.now).total_seconds() == SUBMIT_BACKOFF[0]
+    replay.fire_timer()
+    replay.complete("submit_batch", {"outcome": "reattached", "batch": snapshot("validating")})
+    assert replay.custom_status["status"] == "Running"
+
+
+def test_submit_failing_round_after_round_finally_fails_the_run() -> None:
+    replay = started()
+    for round_ in range(MAX_SUBMIT_ROUNDS):
+        exhaust_submit_retries(replay)
+        if round_ < MAX_SUBMIT_ROUNDS - 1:
+            replay.fire_timer()
 
     assert replay.done
     assert replay.output["failure"]["code"] == "submit_failed"
