@@ -390,18 +390,23 @@ def test_missing_secret_fails_naming_the_secret(emulator: RunningEmulator) -> No
     assert raised.value.name == "no-such-secret"
 
 
-def test_missing_secret_version_fails_naming_the_secret_and_not_its_value(
+def test_missing_secret_version_is_a_refusal_naming_the_secret_and_not_its_value(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     file_id = eastus.upload(batch_lines(2))["id"]
     set_secret(emulator, "batch-input", file_id)
     state = new_state(input_file_secret="batch-input", secret_version="0" * 32)
 
-    with pytest.raises(SecretUnavailable) as raised:
-        activity("submit_batch", state.to_dict())
+    outcome = activity("submit_batch", state.to_dict())
 
-    assert str(raised.value) == f"Key Vault secret 'batch-input' has no version {'0' * 32}"
-    assert file_id not in str(raised.value)
+    assert outcome == {
+        "outcome": "rejected",
+        "error": {
+            "code": "input_secret_unavailable",
+            "message": f"Key Vault secret 'batch-input' has no version {'0' * 32}",
+        },
+    }
+    assert file_id not in str(outcome)
     assert emulator.batches(RESOURCE) == []
 
 
