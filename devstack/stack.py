@@ -1,4 +1,5 @@
-"""`python -m devstack up`: Azurite and the Azure emulators together, in the foreground, on one virtual clock."""
+"""`python -m devstack up`: Azurite, the Azure emulators and the local Functions host together, in the foreground,
+on one virtual clock."""
 
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class StackOptions:
     time_scale: float = 1.0
     state_dir: Path = Path(".devstack")
     config: Path | None = None
+    functions_port: int | None = 7071  # None: no Functions host
+    app: Path | None = None
 
 
 class StackError(RuntimeError):
@@ -69,7 +72,10 @@ def up(options: StackOptions) -> int:
         _wait(endpoints_file.exists, "the emulators", state_dir / "emulators.log", processes[1])
         endpoints = json.loads(endpoints_file.read_text())
         endpoints["storage"] = {"connectionString": azurite.connection_string(AZURITE_PORTS)}
-        endpoints_file.write_text(json.dumps(endpoints, indent=2) + "\n")
+        _write(endpoints_file, endpoints)
+        host = None
+        if options.functions_port is not None:
+            host = _start_functions(options, state_dir, endpoints_file, env)
         print(f"devstack is up (Ctrl-C stops it); endpoints in {endpoints_file}", flush=True)
         print(
             f"  Azurite       blob {AZURITE_PORTS.blob}, queue {AZURITE_PORTS.queue}, table {AZURITE_PORTS.table}"
@@ -77,10 +83,25 @@ def up(options: StackOptions) -> int:
             flush=True,
         )
         print((state_dir / "emulators.log").read_text().rstrip(), flush=True)
+        if host is not None:
+            processes.append(host)
+            print((state_dir / "functions.log").read_text().rstrip(), flush=True)
         while not stop["now"]:
             for process in processes:
-                if process.poll() is not None:
-                    raise StackError(f"{process.args[0]} exited with {process.returncode}; see {state_dir}")
+                if process.poll() is None:
+                    continue
+                if process is host:
+                    # The app is the part under development: the local Azure stays up while it is fixed.
+                    print(
+                        f"devstack: the Functions host exited with {process.returncode}; see {state_dir}/functions.log",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    processes.remove(host)
+                    host = None
+                    _forget_functions(endpoints_file)
+                    break
+                raise StackError(f"{process.args[0]} exited with {process.returncode}; see {state_dir}")
             time.sleep(0.2)
         return 0
     except StackError as exc:
@@ -95,6 +116,69 @@ def up(options: StackOptions) -> int:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def _start_functions(
+    options: StackOptions, state_dir: Path, endpoints_file: Path, env: dict[str, str]
+) -> subprocess.Popen[bytes] | None:
+    """The local Functions host for the project's app (identity and Key Vault CA from endpoints.json), published
+    there as "functions". An app that does not start is reported, not fatal: Azurite and the emulators stay up."""
+    info = state_dir / "functions.json"
+    info.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "devstack",
+        "host",
+        "--app",
+        str((options.app or ROOT).resolve()),
+        "--port",
+        str(options.functions_port),
+        "--state-dir",
+        str(state_dir),
+        "--endpoints-file",
+        str(endpoints_file),
+        "--info-file",
+        str(info),
+    ]
+    process = _start("functions", command, state_dir, env)
+    log = state_dir / "functions.log"
+
+    def ready() -> bool:
+        return info.exists() and json.loads(info.read_text()).get("pid") == process.pid
+
+    try:
+        _wait(ready, "the Functions host", log, process)
+    except StackError as exc:
+        print(f"devstack: {exc}", file=sys.stderr, flush=True)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
+        return None
+    published = json.loads(info.read_text())
+    endpoints = json.loads(endpoints_file.read_text())
+    endpoints["functions"] = {
+        key: published[key]
+        for key in ("baseUrl", "key", "masterKey", "systemKey", "taskHub", "durableTaskWebhook")
+        if key in published
+    }
+    _write(endpoints_file, endpoints)
+    return process
+
+
+def _forget_functions(endpoints_file: Path) -> None:
+    try:
+        endpoints = json.loads(endpoints_file.read_text())
+    except (OSError, ValueError):
+        return
+    if endpoints.pop("functions", None) is not None:
+        _write(endpoints_file, endpoints)
 
 
 def _start(name: str, command: list[str], state_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -1,0 +1,49 @@
+"""`python -m devstack up` starts the Functions host with the project's app and publishes it in endpoints.json."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT, wait_for
+
+
+@pytest.mark.slow
+def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None:
+    state = tmp_path / "stack"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    endpoints_file = state / "endpoints.json"
+    try:
+        wait_for(
+            lambda: endpoints_file.exists() and "functions" in json.loads(endpoints_file.read_text()),
+            timeout=90,
+            what="devstack up with the Functions host",
+        )
+        endpoints = json.loads(endpoints_file.read_text())
+        functions = endpoints["functions"]
+        health = requests.get(f"{functions['baseUrl']}/api/health", timeout=10)
+        keyed = requests.get(
+            f"{functions['baseUrl']}/admin/host/status", params={"code": functions["masterKey"]}, timeout=10
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=60)[0].decode()
+
+    assert set(functions) >= {"baseUrl", "key", "masterKey", "systemKey", "taskHub", "durableTaskWebhook"}
+    assert "storage" in endpoints
+    assert health.status_code == 200
+    assert keyed.json()["state"] == "Running"
+    assert process.returncode == 0, output
+    assert not endpoints_file.exists()
+    assert not (state / "functions.json").exists()
