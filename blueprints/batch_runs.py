@@ -85,6 +85,8 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             return True
         return False
 
+    if not state.deadline:  # the run's clock is the orchestration's, as the timers' are
+        state.deadline = _iso(deadline_for(context.current_utc_datetime, state.completion_window))
     publish()
 
     # 1. Resolve the input: check the Key Vault secret exists and pin its version (the value stays in the vault).

@@ -70,7 +70,6 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
 async def _start_batch(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, job: Any, body: dict[str, Any]
 ) -> func.HttpResponse:
-    from blueprints.batch_runs import deadline_for
     from shared.jobs import BATCH_SKUS, JobType, merge_attributes
     from shared.runs import BatchRunState
     from shared.settings import get_settings
@@ -134,7 +133,7 @@ async def _start_batch(
         endpoint=attributes.get("endpoint") or "/chat/completions",
         completion_window=window,
         requested_at=_iso(now),
-        deadline=_iso(deadline_for(now, window)),
+        deadline="",  # set by the orchestration from its own clock
         monitor_url=resource.portal_url,
         input_file_id=attributes.get("inputFileId"),
         input_file_secret=attributes.get("inputFileSecret"),

@@ -171,7 +171,15 @@ def main(argv: list[str] | None = None) -> int:
         help="status for a known route called with another method (Azure answers 404; default 404)",
     )
 
+    demo = commands.add_parser("demo", help="run the main job end to end on the local stack (what `make demo` does)")
+    demo.add_argument("--state-dir", type=Path, default=Path(".devstack"), help="where the stack keeps its data")
+    demo.add_argument("--time-scale", type=_time_scale, default=20.0, help="emulated time runs N times faster")
+
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from devstack.demo import main as run_demo
+
+        return run_demo(args.state_dir, args.time_scale)
     if args.command == "host":
         from devstack.host.server import HostOptions, run
 

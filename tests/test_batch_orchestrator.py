@@ -427,3 +427,10 @@ def test_replaying_the_whole_history_is_deterministic() -> None:
 
     assert again["customStatus"] == first["customStatus"]
     assert len(replay.pending) == 1
+
+
+def test_a_run_started_without_a_deadline_takes_it_from_the_orchestration_clock() -> None:
+    replay = started(deadline="")
+
+    assert replay.custom_status is not None
+    assert replay.activity("submit_batch").input["deadline"] == "2026-11-27T10:00:00Z"  # START + 24 h + 1 h
