@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -220,11 +221,29 @@ def _iso(moment: datetime) -> str:
 # Reading and cancelling runs ----------------------------------------------------------------------------------------
 
 
+def _pending_view(status: Any) -> dict[str, Any]:
+    """Before the orchestration's first episode has published anything: the run as it was started."""
+    from shared.chat import ChatRun
+    from shared.runs import BatchRunState
+
+    started = status.input_
+    if isinstance(started, str):
+        try:
+            started = json.loads(started)
+        except ValueError:
+            started = None
+    if isinstance(started, dict) and "::batch::" in str(status.instance_id):
+        return BatchRunState.from_dict(started).resource_view()
+    if isinstance(started, dict):
+        return ChatRun.from_dict(started).resource_view("Starting")
+    return {"id": status.instance_id, "runId": None, "status": "Starting"}
+
+
 def run_view(status: Any) -> dict[str, Any]:
     """The run resource from the orchestration's status: its custom status, or its output once it finished."""
     runtime = getattr(status.runtime_status, "value", status.runtime_status)
     view = status.output if runtime == "Completed" and isinstance(status.output, dict) else status.custom_status
-    view = dict(view) if isinstance(view, dict) else {"id": status.instance_id, "status": "Starting"}
+    view = dict(view) if isinstance(view, dict) else _pending_view(status)
     if runtime == "Failed":
         view["status"] = "Failed"
         view["failure"] = view.get("failure") or {
@@ -252,7 +271,7 @@ def run_view(status: Any) -> dict[str, Any]:
 @problems_as_responses
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     run_id = req.route_params["runId"]
-    status = await client.get_status(run_id)
+    status = await client.get_status(run_id, show_input=True)
     if not status or not status.instance_id:
         raise Problem(404, "run-not-found", "Run not found", f"No run '{run_id}' exists.")
     kind = "batch" if "::batch::" in run_id else "chat"
@@ -297,7 +316,7 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     from shared import services
 
     run_id = req.route_params["runId"]
-    status = await client.get_status(run_id)
+    status = await client.get_status(run_id, show_input=True)
     if not status or not status.instance_id:
         raise Problem(404, "run-not-found", "Run not found", f"No run '{run_id}' exists.")
     view = run_view(status)

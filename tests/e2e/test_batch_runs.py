@@ -1,0 +1,144 @@
+"""A user's view of Batch Job runs, over HTTP only, against the real app on the local host."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from tests.conftest import RunningEmulator
+from tests.devstack.conftest import batch_lines
+from tests.e2e.conftest import RESOURCE, App
+
+JOB = "gpt-4o-batch::batch"
+
+
+def test_batch_run_succeeds_with_the_five_outputs_of_azures_batch(app: App) -> None:
+    file_id = app.upload(batch_lines(12))
+
+    started = app.start(JOB, {"inputFileId": file_id, "metadata": {"team": "e2e"}})
+    assert started["status"] == "Starting"
+    assert started["id"].startswith("gpt-4o-batch::batch::")
+    run = app.wait(started["id"])
+
+    batches = app.batches_of(run["id"])
+    assert len(batches) == 1
+    batch = batches[0]
+    assert batch["metadata"] == {"team": "e2e", "runId": run["id"]}
+    assert (run["status"], run["azureStatus"], run["runId"]) == ("Success", "completed", batch["id"])
+    assert run["outputs"] == {
+        "output_file_id": batch["output_file_id"],
+        "error_file_id": batch["error_file_id"],
+        "request_counts_total": 12,
+        "request_counts_completed": 12,
+        "request_counts_failed": 0,
+    }
+    assert run["failure"] is None
+    assert run["monitorUrl"].endswith(f"/accounts/{RESOURCE}/overview")
+
+
+def test_batch_run_from_a_key_vault_reference(app: App, emulator: RunningEmulator) -> None:
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+
+    file_id = app.upload(batch_lines(3))
+    vault = emulator.endpoints["keyVault"]
+    os.environ["IDENTITY_ENDPOINT"] = emulator.endpoints["identity"]["endpoint"]
+    os.environ["IDENTITY_HEADER"] = emulator.endpoints["identity"]["header"]
+    SecretClient(
+        vault["url"], ManagedIdentityCredential(), verify_challenge_resource=False, connection_verify=vault["caBundle"]
+    ).set_secret("e2e-input", file_id)
+    response = app.call("PATCH", f"jobs/{JOB}", json={"attributes": {"inputFileSecret": "e2e-input"}})
+    assert response.status_code == 200, response.text
+
+    run = app.wait(app.start(JOB, {})["id"])
+
+    assert run["status"] == "Success"
+    assert file_id not in json.dumps(run)
+    history = app.host.status(run["id"], showHistory="true", showHistoryOutput="true", showInput="true")
+    assert file_id not in json.dumps(history)
+
+
+def test_cancel_ends_cancelled_with_partial_counts(app: App, emulator: RunningEmulator) -> None:
+    emulator.set_speeds(RESOURCE, requestsPerSecond=1)  # 60 requests: a minute of emulated time
+    started = app.start(JOB, {"inputFileId": app.upload(batch_lines(60))})
+    app.wait(started["id"], until=lambda r: (r.get("progress") or {}).get("completed", 0) > 0)
+
+    cancel = app.call("POST", f"runs/{started['id']}/cancel")
+    assert cancel.status_code == 202, cancel.text
+    run = app.wait(started["id"])
+
+    assert (run["status"], run["azureStatus"]) == ("Cancelled", "cancelled")
+    assert 0 < run["outputs"]["request_counts_completed"] < 60
+    assert run["outputs"]["output_file_id"]
+    again = app.call("POST", f"runs/{started['id']}/cancel")
+    assert again.status_code == 409
+
+
+def test_cancel_before_the_batch_exists_creates_none(app: App, emulator: RunningEmulator) -> None:
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
+        sku={"name": "GlobalBatch", "capacity": 1},
+        capabilities={"chatCompletion": "true"},
+        enqueuedTokenLimit=1,
+    )  # every submit is refused for quota: the run stays Starting
+    started = app.start(JOB, {"inputFileId": app.upload(batch_lines(2))})
+    app.wait(started["id"], until=lambda r: r.get("phase") == "quota")
+
+    assert app.call("POST", f"runs/{started['id']}/cancel").status_code == 202
+    run = app.wait(started["id"])
+
+    assert (run["status"], run["runId"]) == ("Cancelled", None)
+    assert app.batches_of(started["id"]) == []
+
+
+def test_file_of_another_resource_fails_with_input_file_not_found_and_hint(app: App) -> None:
+    foreign = app.upload(batch_lines(2, "gpt-4o-mini-batch"), resource="aoai-devstack-swedencentral")
+
+    run = app.wait(app.start(JOB, {"inputFileId": foreign})["id"])
+
+    assert run["status"] == "Failed"
+    assert run["failure"]["code"] == "input_file_not_found"
+    assert "scoped to the Azure OpenAI resource" in run["failure"]["hint"]
+
+
+def test_exhausted_token_quota_shows_starting_then_succeeds_once_it_frees(app: App, emulator: RunningEmulator) -> None:
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
+        sku={"name": "GlobalBatch", "capacity": 1},
+        capabilities={"chatCompletion": "true"},
+        enqueuedTokenLimit=200,
+    )
+    emulator.set_speeds(RESOURCE, requestsPerSecond=0.5)  # the first batch holds the quota for ~20 emulated s
+    first = app.start(JOB, {"inputFileId": app.upload(batch_lines(10))})
+    app.wait(first["id"], until=lambda r: r.get("runId") is not None)
+
+    second = app.start(JOB, {"inputFileId": app.upload(batch_lines(10))})
+    queued = app.wait(second["id"], until=lambda r: r.get("phase") == "quota")
+    assert (queued["status"], queued["runId"]) == ("Starting", None)
+
+    assert app.wait(first["id"])["status"] == "Success"
+    done = app.wait(second["id"], timeout=90)
+    assert done["status"] == "Success"
+    assert done["quotaAttempts"] >= 1
+    assert len(app.batches_of(second["id"])) == 1
+
+
+def test_429_and_5xx_storm_still_one_batch_per_run(app: App, emulator: RunningEmulator) -> None:
+    emulator.add_fault(service="openai", route="batches.create", status=503, afterHandler=True, times=2)
+    emulator.add_fault(service="openai", route="batches.list", status=429, retryAfter=0.2, times=3)
+    emulator.add_fault(service="openai", route="batches.get", status=500, times=4)
+    emulator.add_fault(service="openai", route="batches.get", status=429, retryAfter=0.5, times=4)
+    runs = [app.start(JOB, {"inputFileId": app.upload(batch_lines(4))}) for _ in range(3)]
+
+    finished = [app.wait(run["id"], timeout=120) for run in runs]
+
+    assert [run["status"] for run in finished] == ["Success"] * 3
+    for run in finished:
+        assert len(app.batches_of(run["id"])) == 1
+    creates = emulator.requests_log(service="openai", route="batches.create")
+    assert len(creates) >= 3  # the lost replies were retried ...
+    assert len(emulator.batches(RESOURCE)) == 3  # ... without paying twice
