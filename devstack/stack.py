@@ -17,6 +17,7 @@ from typing import Any
 
 from devstack import azurite
 from devstack.clock import EPOCH_ENV, SCALE_ENV
+from devstack.plumbing import write_json_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
 # Azurite's default ports, so the sample settings' `UseDevelopmentStorage=true` reaches it.
@@ -72,7 +73,7 @@ def up(options: StackOptions) -> int:
         _wait(endpoints_file.exists, "the emulators", state_dir / "emulators.log", processes[1])
         endpoints = json.loads(endpoints_file.read_text())
         endpoints["storage"] = {"connectionString": azurite.connection_string(AZURITE_PORTS)}
-        _write(endpoints_file, endpoints)
+        write_json_atomically(endpoints_file, endpoints)
         host = None
         if options.functions_port is not None:
             host = _start_functions(options, state_dir, endpoints_file, env)
@@ -116,12 +117,6 @@ def up(options: StackOptions) -> int:
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
-
-
-def _write(path: Path, data: dict[str, Any]) -> None:
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def _start_functions(
@@ -168,7 +163,7 @@ def _start_functions(
         for key in ("baseUrl", "key", "masterKey", "systemKey", "taskHub", "durableTaskWebhook")
         if key in published
     }
-    _write(endpoints_file, endpoints)
+    write_json_atomically(endpoints_file, endpoints)
     return process
 
 
@@ -178,7 +173,7 @@ def _forget_functions(endpoints_file: Path) -> None:
     except (OSError, ValueError):
         return
     if endpoints.pop("functions", None) is not None:
-        _write(endpoints_file, endpoints)
+        write_json_atomically(endpoints_file, endpoints)
 
 
 def _start(name: str, command: list[str], state_dir: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import socket
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from devstack.emulator import arm_api, control, identity_api, keyvault_api, open
 from devstack.emulator.config import ConfigError, EmulatorConfig
 from devstack.emulator.faults import SERVICES, FaultRuleError, emulation_middleware
 from devstack.emulator.state import EmulatorState
+from devstack.plumbing import bind_socket, write_json_atomically
 
 UPLOAD_LIMIT = 256 * 1024 * 1024
 
@@ -96,27 +95,6 @@ def endpoints(state: EmulatorState, base_url: str, vault_url: str, ca_bundle: Pa
     }
 
 
-def _bind(host: str, port: int) -> socket.socket:
-    if not 0 <= port <= 65535:
-        raise OSError(f"port {port} is out of range (0-65535)")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
-
-
-def write_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
-
-
 async def serve(options: Options) -> None:
     """Runs the emulators until SIGINT or SIGTERM. ConfigError for an unusable configuration (config file, fault
     rules, time settings), OSError when a port cannot be had; either way nothing is written before."""
@@ -133,12 +111,12 @@ async def serve(options: Options) -> None:
 
     # Ports first: a second emulator started by mistake on the same ports and state directory must fail before it
     # overwrites the CA bundle and endpoints.json of the one already running.
-    main_sock = _bind(options.host, options.port)
+    main_sock = bind_socket(options.host, options.port)
     vault_port = (
         options.keyvault_port if options.keyvault_port is not None else (options.port + 1 if options.port else 0)
     )
     try:
-        vault_sock = _bind(options.host, vault_port)
+        vault_sock = bind_socket(options.host, vault_port)
     except OSError:
         main_sock.close()
         raise
@@ -154,7 +132,7 @@ async def serve(options: Options) -> None:
     vault_url = f"https://{shown_host}:{vault_sock.getsockname()[1]}"
     published = endpoints(state, base_url, vault_url, ca_bundle)
     endpoints_file = options.endpoints_file or options.state_dir / "endpoints.json"
-    write_atomically(endpoints_file, published)
+    write_json_atomically(endpoints_file, published)
     _announce(published, clock)
 
     stop = asyncio.Event()

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -38,6 +37,7 @@ from devstack.host.history import iso
 from devstack.host.routing import RouteError, Router
 from devstack.host.store import Store
 from devstack.host.timers import TimerTrigger
+from devstack.plumbing import bind_socket, write_json_atomically
 
 log = logging.getLogger("devstack.host")
 DEFAULT_PORT = 7071
@@ -60,25 +60,6 @@ class HostOptions:
     endpoints_file: Path | None = None
     info_file: Path | None = None
     method_not_allowed: int = 404
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
-    return sock
-
-
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 def _safe_name(text: str) -> str:
@@ -112,7 +93,7 @@ class Host:
 
         settings = appenv.load_settings(app_dir, options.settings_file, options.env)
         port = options.port if options.port is not None else (settings.local_http_port or DEFAULT_PORT)
-        sock = _bind(options.host, port)
+        sock = bind_socket(options.host, port)
         # URLs handed to function code must be reachable from here, also when listening on every address
         reachable = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(options.host, options.host)  # noqa: S104
         shown = f"[{reachable}]" if ":" in reachable else reachable
@@ -184,7 +165,7 @@ class Host:
             "clock": clock.to_env(),
             "functions": sorted(f.name for f in self.functions if not f.problem),
         }
-        _write_atomically(self.info_file, self.published)
+        write_json_atomically(self.info_file, self.published)
         self._announce(notes, clock)
 
     def _lock(self, path: Path) -> None:
