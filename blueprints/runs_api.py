@@ -266,14 +266,19 @@ def run_view(status: Any) -> dict[str, Any]:
     return view
 
 
+async def _status(client: df.DurableOrchestrationClient, run_id: str) -> Any:
+    status = await client.get_status(run_id, show_input=True)
+    if not status or not status.instance_id:
+        raise Problem(404, "run-not-found", "Run not found", f"No run '{run_id}' exists.")
+    return status
+
+
 @bp.route(route="runs/{runId}", methods=["GET"])
 @bp.durable_client_input(client_name="client")
 @problems_as_responses
 async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     run_id = req.route_params["runId"]
-    status = await client.get_status(run_id, show_input=True)
-    if not status or not status.instance_id:
-        raise Problem(404, "run-not-found", "Run not found", f"No run '{run_id}' exists.")
+    status = await _status(client, run_id)
     kind = "batch" if "::batch::" in run_id else "chat"
     return json_response(run_view(status) | _links(req, run_id, kind))
 
@@ -316,9 +321,7 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     from shared import services
 
     run_id = req.route_params["runId"]
-    status = await client.get_status(run_id, show_input=True)
-    if not status or not status.instance_id:
-        raise Problem(404, "run-not-found", "Run not found", f"No run '{run_id}' exists.")
+    status = await _status(client, run_id)
     view = run_view(status)
     if "::batch::" not in run_id:
         raise Problem(

@@ -141,6 +141,17 @@ def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
     stop_emulator(emulator)
 
 
+# A second emulator whose clock runs 24 emulated hours in under two real seconds: for expiry and deadlines.
+FAST_TIME_SCALE = 50_000.0
+
+
+@pytest.fixture(scope="session")
+def fast_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
+    emulator = start_emulator(tmp_path_factory.mktemp("fast"), time_scale=FAST_TIME_SCALE)
+    yield emulator
+    stop_emulator(emulator)
+
+
 @pytest.fixture
 def emulator(emulator_process: RunningEmulator) -> Iterator[RunningEmulator]:
     """The shared emulator, reset to its configured state for this test; fails the test if the emulator crashed

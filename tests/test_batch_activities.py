@@ -7,9 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +20,7 @@ from shared.batching import RUN_ID_METADATA, SubmitUnknown, submit
 from shared.http import azure_session, retry_policy
 from shared.runs import HINTS, INPUT_FILE_PLACEHOLDER, BatchRunState, BatchSnapshot, RunStatus, iso, run_status
 from shared.secrets import SecretUnavailable
-from tests.conftest import RunningEmulator, start_emulator, stop_emulator, wait_for
+from tests.conftest import RunningEmulator, wait_for
 from tests.devstack.conftest import DataPlane, batch_lines
 from tests.functions import functions_by_name
 
@@ -677,15 +675,6 @@ def test_cancelling_twice_keeps_cancelling(emulator: RunningEmulator, eastus: Da
 
 
 # Expiry, on an emulator of its own whose clock runs 24 hours in under two seconds --------------------------------
-
-FAST_SCALE = 50_000.0
-
-
-@pytest.fixture(scope="module")
-def fast_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    emulator = start_emulator(Path(tmp_path_factory.mktemp("fast")), time_scale=FAST_SCALE)
-    yield emulator
-    stop_emulator(emulator)
 
 
 @pytest.fixture

@@ -5,22 +5,10 @@ These tests run their own emulator with a fast virtual clock (24 emulated hours 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.conftest import RunningEmulator, start_emulator, stop_emulator, wait_for
+from tests.conftest import RunningEmulator, wait_for
 from tests.devstack.conftest import DataPlane, batch_lines
-
-FAST_SCALE = 50_000.0
-
-
-@pytest.fixture(scope="module")
-def fast_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEmulator]:
-    emulator = start_emulator(Path(tmp_path_factory.mktemp("fast")), time_scale=FAST_SCALE)
-    yield emulator
-    stop_emulator(emulator)
 
 
 @pytest.fixture
