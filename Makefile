@@ -6,8 +6,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP_STAMP  := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
+# checkov (infra checks) has a large dependency tree with exact pins of its own: it gets a venv of its own,
+# inside .venv so that git, ruff, .funcignore and `make clean` already treat it as .venv.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := $(VENV)/checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: install lint typecheck test demo emulators clean
+.PHONY: install infra-tools lint typecheck infra-check test demo up emulators clean
 
 install: $(PIP_STAMP) $(NODE_STAMP)
 
@@ -20,6 +25,13 @@ $(PIP_STAMP): $(PY) requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+$(CHECKOV_STAMP): | $(PY)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check checkov==$(CHECKOV_VERSION)
+	touch $@
+
+infra-tools: $(CHECKOV_STAMP)
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -31,11 +43,20 @@ lint: $(PIP_STAMP)
 typecheck: $(PIP_STAMP)
 	$(VENV)/bin/mypy
 
-test: install lint typecheck
-	$(PY) -m pytest
+# Offline checks of infra/ (no Azure, no Bicep CLI): tree-sitter-bicep parse, checkov, the deployment contracts.
+infra-check: $(PIP_STAMP) $(CHECKOV_STAMP)
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest tests/test_infra.py
 
-# Until the local Functions host lands, the demo starts the local Azure (Azurite + emulators) in the foreground.
+# One pytest run: the infra checks (tests/test_infra.py) find checkov through $$CHECKOV.
+test: install infra-tools lint typecheck
+	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest
+
+# The main job end to end on the local stack: import, upload, Key Vault reference, run with progress, cancel.
 demo: install
+	$(PY) -m devstack demo
+
+# The local stack (Azurite, emulators, Functions host) in the foreground until Ctrl-C.
+up: install
 	$(PY) -m devstack up
 
 emulators: install
