@@ -122,12 +122,13 @@ def read_endpoints(path: Path) -> dict[str, Any]:
 
 
 def wire_devstack(endpoints: dict[str, Any], bundle_path: Path) -> list[str]:
-    """Managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER, what App Service sets) from the identity emulator
-    unless already set, and REQUESTS_CA_BUNDLE/SSL_CERT_FILE pointing at a bundle of the CAs trusted so far plus
-    the local Key Vault's CA, so that unchanged Azure SDK code authenticates and trusts the local vault."""
+    """Managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER) from this stack's identity emulator — always, as the
+    platform sets them whatever the app's environment says (an inherited pair would point at another emulator whose
+    tokens this stack refuses) — and REQUESTS_CA_BUNDLE/SSL_CERT_FILE pointing at a bundle of the CAs trusted so
+    far plus the local Key Vault's CA, so that unchanged Azure SDK code authenticates and trusts the local vault."""
     notes = []
     identity = endpoints.get("identity") or {}
-    if identity.get("endpoint") and identity.get("header") and "IDENTITY_ENDPOINT" not in os.environ:
+    if identity.get("endpoint") and identity.get("header"):
         os.environ["IDENTITY_ENDPOINT"] = str(identity["endpoint"])
         os.environ["IDENTITY_HEADER"] = str(identity["header"])
         notes.append(f"managed identity: {identity['endpoint']}")

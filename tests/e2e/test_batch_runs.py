@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
+
+import pytest
 
 from tests.conftest import RunningEmulator
 from tests.devstack.conftest import batch_lines
@@ -36,14 +37,16 @@ def test_batch_run_succeeds_with_the_five_outputs_of_azures_batch(app: App) -> N
     assert run["monitorUrl"].endswith(f"/accounts/{RESOURCE}/overview")
 
 
-def test_batch_run_from_a_key_vault_reference(app: App, emulator: RunningEmulator) -> None:
+def test_batch_run_from_a_key_vault_reference(
+    app: App, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from azure.identity import ManagedIdentityCredential
     from azure.keyvault.secrets import SecretClient
 
     file_id = app.upload(batch_lines(3))
     vault = emulator.endpoints["keyVault"]
-    os.environ["IDENTITY_ENDPOINT"] = emulator.endpoints["identity"]["endpoint"]
-    os.environ["IDENTITY_HEADER"] = emulator.endpoints["identity"]["header"]
+    monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.endpoints["identity"]["endpoint"])
+    monkeypatch.setenv("IDENTITY_HEADER", emulator.endpoints["identity"]["header"])
     SecretClient(
         vault["url"], ManagedIdentityCredential(), verify_challenge_resource=False, connection_verify=vault["caBundle"]
     ).set_secret("e2e-input", file_id)
