@@ -112,33 +112,43 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
 
     # 2. Submit exactly once; when the deployment's token quota is used up, wait and try again.
     while state.phase in ("submitting", "quota"):
-        if cancel_asked():
+        # After a submit whose outcome stayed unknown, a batch of this run may exist: the run may end only once a
+        # last look (no create) has found it or shown there is none, so no paid batch is left behind untracked.
+        maybe_created = state.submit_failures > 0
+        stopping = (
+            "cancel"
+            if cancel_asked()
+            else ("deadline" if context.current_utc_datetime >= _parse(state.deadline) else None)
+        )
+        if stopping == "cancel" and not maybe_created:
             return finish(RunStatus.CANCELLED)
-        if context.current_utc_datetime >= _parse(state.deadline):
+        if stopping == "deadline" and not maybe_created:
             return finish(
                 RunStatus.FAILED,
-                {
-                    "code": "timeout",
-                    "message": "The deployment's token quota stayed "
-                    "exhausted until the run's deadline; no batch was created.",
-                    "line": None,
-                    "param": None,
-                    "hint": None,
-                },
+                _failure(
+                    "timeout",
+                    "The deployment's token quota stayed exhausted until the run's deadline; no batch was created.",
+                ),
             )
+        state.lookup_only = stopping is not None
         try:
             outcome = yield context.call_activity_with_retry("submit_batch", ACTIVITY_RETRY, state.to_dict())
         except Exception as error:
             state.submit_failures += 1
-            if state.submit_failures >= MAX_SUBMIT_ROUNDS:
+            if stopping or state.submit_failures >= MAX_SUBMIT_ROUNDS:
                 return finish(
                     RunStatus.FAILED,
-                    {"code": "submit_failed", "message": _reason(error), "line": None, "param": None, "hint": None},
+                    _failure(
+                        "submit_unknown",
+                        f"{_reason(error)}. Azure OpenAI could not be asked whether a batch was "
+                        f"created; look for a batch whose metadata has runId={state.run_id}.",
+                        hint=HINTS["timeout"] if stopping == "deadline" else None,
+                    ),
                 )
-            logger.warning("submit of %s failed, trying again later: %s", state.run_id, _reason(error))
+            if not context.is_replaying:
+                logger.warning("submit of %s failed, trying again later: %s", state.run_id, _reason(error))
             first, factor, longest = SUBMIT_BACKOFF
-            if (yield from wait(min(longest, first * factor ** (state.submit_failures - 1)))):
-                return finish(RunStatus.CANCELLED)
+            yield from wait(min(longest, first * factor ** (state.submit_failures - 1)))
             continue
         kind = outcome["outcome"]
         if kind in ("submitted", "reattached"):
@@ -156,9 +166,15 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             first, factor, longest = QUOTA_BACKOFF
             delay = min(longest, first * factor**state.quota_attempts)
             state.quota_attempts += 1
-            if (yield from wait(delay)):
-                return finish(RunStatus.CANCELLED)
-        elif kind == "cancelled":
+            yield from wait(delay)  # a cancel meanwhile is handled at the top of the loop
+        elif kind in ("cancelled", "not_created"):
+            if stopping == "deadline":
+                return finish(
+                    RunStatus.FAILED,
+                    _failure(
+                        "timeout", "The run reached its deadline before Azure accepted a batch; none was created."
+                    ),
+                )
             return finish(RunStatus.CANCELLED)
         else:  # rejected for good
             refusal = outcome.get("error") or {}
@@ -182,23 +198,22 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
                 state.batch = yield context.call_activity_with_retry("cancel_batch", ACTIVITY_RETRY, state.to_dict())
                 state.cancel_sent, state.phase = True, "cancelling"
             except Exception as error:
-                logger.warning("cancel of %s failed: %s", snapshot.id, _reason(error))
+                if not context.is_replaying:
+                    logger.warning("cancel of %s failed: %s", snapshot.id, _reason(error))
+            snapshot = BatchSnapshot.from_dict(state.batch)
+            if snapshot.is_terminal:  # it ended before the cancel reached it: report what Azure reports
+                continue
         if timed_out:
+            still = "" if state.cancel_sent else " The cancel did not go through: the batch may still be running."
             return finish(
                 RunStatus.FAILED,
-                {
-                    "code": "timeout",
-                    "message": "The batch did not finish within its "
-                    "completion window plus grace, so the run cancelled it.",
-                    "line": None,
-                    "param": None,
-                    "hint": HINTS["timeout"],
-                },
+                _failure(
+                    "timeout",
+                    "The batch did not finish within its completion window plus grace, so the run cancelled "
+                    f"it.{still}",
+                    hint=HINTS["timeout"],
+                ),
             )
-        if state.cancel_sent and state.phase != "cancelling":
-            state.phase = "cancelling"
-        if BatchSnapshot.from_dict(state.batch).is_terminal:
-            continue
         if checks_here >= POLLS_PER_EXECUTION:
             publish()
             context.continue_as_new(state.to_dict())
@@ -220,13 +235,15 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             checked = yield context.call_activity("check_batch", state.to_dict())
         except Exception as error:
             failed_checks += 1
-            logger.warning("status of %s unavailable (%d in a row): %s", snapshot.id, failed_checks, _reason(error))
+            if not context.is_replaying:
+                logger.warning("status of %s unavailable (%d in a row): %s", snapshot.id, failed_checks, _reason(error))
             if failed_checks >= MAX_FAILED_CHECKS:
                 return finish(
                     RunStatus.FAILED,
                     {
                         "code": "status_unavailable",
-                        "message": "Azure OpenAI did not report the batch's status for too long.",
+                        "message": "Azure OpenAI did not report the batch's status for too long; the batch may still "
+                        f"be running (id {snapshot.id}).",
                         "line": None,
                         "param": None,
                         "hint": None,
@@ -240,6 +257,10 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         state.cancel_requested = state.cancel_requested or bool(checked.get("cancelRequested"))
         state.status = run_status(BatchSnapshot.from_dict(state.batch).status).value
     return finish(RunStatus(state.status))
+
+
+def _failure(code: str, message: str, *, param: str | None = None, hint: str | None = None) -> dict[str, Any]:
+    return {"code": code, "message": message, "line": None, "param": param, "hint": hint}
 
 
 def _reason(error: Exception) -> str:

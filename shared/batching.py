@@ -35,7 +35,8 @@ def submit(
 ) -> dict[str, Any]:
     """Creates the run's batch, or finds the one an earlier attempt created. Returns an outcome:
     `submitted` / `reattached` (with the batch), `quota` (token_limit_exceeded: try again later),
-    `rejected` (Azure refused the request for good), or `cancelled` (cancel asked before any batch existed)."""
+    `rejected` (Azure refused the request for good), `cancelled` (cancel asked before any batch existed), or
+    `not_created` (the run asked only to look, and no batch of it exists)."""
     requested = int(datetime.fromisoformat(state.requested_at.replace("Z", "+00:00")).timestamp())
     try:
         existing = client.find_batch(RUN_ID_METADATA, state.run_id, requested - REATTACH_SLACK_SECONDS)
@@ -45,6 +46,8 @@ def submit(
         return {"outcome": "reattached", "batch": BatchSnapshot.from_azure(existing).to_dict()}
     if cancel_requested:
         return {"outcome": "cancelled"}
+    if state.lookup_only:
+        return {"outcome": "not_created"}
     input_file_id = state.input_file_id
     if state.input_file_secret:
         assert secrets is not None

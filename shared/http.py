@@ -32,6 +32,7 @@ def retry_policy(attempts: int = 4, backoff: float = 0.5, methods: frozenset[str
         connect=attempts,
         read=attempts,
         status=attempts,
+        other=0,  # e.g. a TLS error while reading the reply: the request may have been sent, so never re-send
         backoff_factor=backoff,
         backoff_max=8.0,
         status_forcelist=TRANSIENT_STATUSES,

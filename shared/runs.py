@@ -220,6 +220,7 @@ class BatchRunState:
     batch: dict[str, Any] | None = None
     quota_attempts: int = 0
     submit_failures: int = 0
+    lookup_only: bool = False  # the next submit only looks for this run's batch: the run is ending
     polls: int = 0
     cancel_requested: bool = False
     cancel_sent: bool = False

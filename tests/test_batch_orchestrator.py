@@ -254,8 +254,45 @@ def test_submit_failing_round_after_round_finally_fails_the_run() -> None:
             replay.fire_timer()
 
     assert replay.done
-    assert replay.output["failure"]["code"] == "submit_failed"
-    assert "503" in replay.output["failure"]["message"]
+    failure = replay.output["failure"]
+    assert failure["code"] == "submit_unknown"
+    assert "503" in failure["message"]
+    assert "runId=gpt-4o-batch::batch::0123456789abcdef" in failure["message"]
+
+
+def test_cancel_after_an_unknown_submit_looks_for_the_batch_before_ending() -> None:
+    replay = started()
+    exhaust_submit_retries(replay)  # an earlier attempt may have created the batch
+
+    replay.raise_event(CANCEL_EVENT)
+
+    assert not replay.done
+    lookup = replay.activity("submit_batch")
+    assert lookup.input["lookup_only"] is True
+    assert lookup.input["cancel_requested"] is True
+    replay.complete("submit_batch", {"outcome": "reattached", "batch": snapshot("in_progress", completed=3)})
+    assert replay.activity().name == "cancel_batch"  # the found batch is cancelled, not orphaned
+
+
+def test_cancel_after_an_unknown_submit_ends_cancelled_when_no_batch_exists() -> None:
+    replay = started()
+    exhaust_submit_retries(replay)
+    replay.raise_event(CANCEL_EVENT)
+
+    replay.complete("submit_batch", {"outcome": "cancelled"})
+
+    assert (replay.output["status"], replay.output["runId"]) == ("Cancelled", None)
+
+
+def test_deadline_after_an_unknown_submit_looks_once_more_then_times_out() -> None:
+    replay = started(deadline="2026-11-26T09:00:30Z")
+    exhaust_submit_retries(replay)  # now 09:00:25
+    replay.fire_timer()  # the backoff wait ends at the deadline
+
+    lookup = replay.activity("submit_batch")
+    assert lookup.input["lookup_only"] is True
+    replay.complete("submit_batch", {"outcome": "not_created"})
+    assert (replay.output["status"], replay.output["failure"]["code"]) == ("Failed", "timeout")
 
 
 def test_rejected_submit_fails_with_azure_code() -> None:
@@ -434,3 +471,25 @@ def test_a_run_started_without_a_deadline_takes_it_from_the_orchestration_clock(
 
     assert replay.custom_status is not None
     assert replay.activity("submit_batch").input["deadline"] == "2026-11-27T10:00:00Z"  # START + 24 h + 1 h
+
+
+def test_a_batch_that_finished_before_the_deadline_cancel_reports_azures_status() -> None:
+    replay = submitted(snapshot("in_progress", completed=99))
+    replay.now = datetime.fromtimestamp(CREATED, UTC) + timedelta(hours=25, minutes=1)
+    replay.fire_timer()
+    replay.complete("check_batch", {"batch": snapshot("finalizing", completed=100), "cancelRequested": False})
+
+    replay.complete("cancel_batch", COMPLETED)  # Azure answered 409: it had already completed
+
+    assert (replay.output["status"], replay.output["failure"]) == ("Success", None)
+
+
+def test_after_a_cancel_the_next_check_follows_the_cancelling_pace() -> None:
+    replay = submitted(snapshot("in_progress", completed=1))
+    replay.raise_event(CANCEL_EVENT)
+
+    replay.complete("cancel_batch", snapshot("cancelling", completed=1, cancelling_at=CREATED + 10))
+
+    timer = replay.timer()
+    assert timer.fire_at is not None
+    assert (timer.fire_at - replay.now).total_seconds() <= 60
