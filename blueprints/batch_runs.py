@@ -293,7 +293,9 @@ def submit_batch(run: dict[str, Any]) -> dict[str, Any]:
     cancel_requested = services.catalog().cancel_requested(state.run_id)
     try:
         outcome = submit(state, services.openai_client(state.resource), secrets, cancel_requested)
-    except SecretUnavailable as error:  # retrying cannot help; the message names the secret, not its value
+    except SecretUnavailable as error:  # the message names the secret, never its value
+        if error.transient:
+            raise  # the activity's retries, then the run's own, try again
         return {"outcome": "rejected", "error": {"code": "input_secret_unavailable", "message": str(error)}}
     logger.info("run %s: submit %s", state.run_id, outcome["outcome"])
     return outcome

@@ -165,7 +165,14 @@ async def _start_chat(
     if errors:
         raise Problem(400, "validation-failed", "The request is not valid", "Invalid run inputs.", errors)
     resource = get_settings().resource(job.resource)
-    monitor = resource.portal_url if resource else ""
+    if resource is None:
+        raise Problem(
+            409,
+            "resource-not-configured",
+            "Resource not configured",
+            f"The job's resource '{job.resource}' is no longer in AZURE_OPENAI_RESOURCES.",
+        )
+    monitor = resource.portal_url
     run = ChatRun(
         run_id=new_run_id(job.imported.deployment, "chat"),
         resource=job.resource,
@@ -333,5 +340,13 @@ async def cancel_run(req: func.HttpRequest, client: df.DurableOrchestrationClien
     if view.get("status") in ("Success", "Failed", "Cancelled"):
         raise Problem(409, "run-finished", "Run already finished", f"Run '{run_id}' already ended {view['status']}.")
     services.catalog().request_cancel(run_id, datetime.now(UTC))
-    await client.raise_event(run_id, CANCEL_EVENT, {"requestedAt": _iso(datetime.now(UTC))})
+    try:
+        await client.raise_event(run_id, CANCEL_EVENT, {"requestedAt": _iso(datetime.now(UTC))})
+    except Exception as error:  # the run ended between the status read and the event (the host answers 410)
+        ended = run_view(await _status(client, run_id))
+        if ended.get("status") in ("Success", "Failed", "Cancelled"):
+            raise Problem(
+                409, "run-finished", "Run already finished", f"Run '{run_id}' already ended {ended['status']}."
+            ) from error
+        raise
     return json_response(view | {"cancelRequested": True} | _links(req, run_id, "batch"), status=202)

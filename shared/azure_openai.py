@@ -100,7 +100,8 @@ class AzureOpenAIClient:
         for batch in self.iter_batches():
             if (batch.get("metadata") or {}).get(metadata_key) == value:
                 return batch
-            if int(batch.get("created_at") or 0) < created_since:
+            created = batch.get("created_at")
+            if created and int(created) < created_since:
                 return None
         return None
 
@@ -138,6 +139,7 @@ class AzureOpenAIClient:
             response = self.session.request(
                 method,
                 f"{self.endpoint}/openai/{path}",
+                allow_redirects=False,  # an api-key header would follow a redirect to another host
                 params=params,
                 headers=self._headers(),
                 timeout=self.timeout,

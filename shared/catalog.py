@@ -19,11 +19,11 @@ from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, Re
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
 from shared.jobs import ImportedJob, Job, JobStatus, JobType
-from shared.problems import Problem
-from shared.settings import Settings
+from shared.problems import FieldError, Problem
+from shared.settings import RESOURCE_NAME, Settings
 
 TRANSACTION_LIMIT = 100  # Table Storage accepts at most 100 operations per entity-group transaction
-IMPORT_LEASE = timedelta(minutes=10)
+IMPORT_LEASE = timedelta(minutes=15)  # longer than host.json's functionTimeout: an import cannot outlive it
 
 
 @dataclass
@@ -111,6 +111,14 @@ class Catalog:
 
     def find_job(self, external_id: str, resource: str | None = None) -> Job:
         """The job with this id (in `resource`, if given); 404 when none, 409 when several resources have it."""
+        if resource and not RESOURCE_NAME.match(resource):
+            raise Problem(
+                400,
+                "validation-failed",
+                "The request is not valid",
+                "resource is not an Azure OpenAI resource name.",
+                [FieldError("resource", "is not a valid resource name")],
+            )
         if resource:
             job = self.get_job(resource, external_id)
             matches = [job] if job else []
@@ -180,7 +188,7 @@ class Catalog:
                 counts.added += job.status is not JobStatus.SKIPPED
             elif current.get("Status") == JobStatus.RETIRED:
                 operations.append(("upsert", columns | {"RetiredAt": ""}, merge))
-                counts.revived += 1
+                counts.revived += job.status is not JobStatus.SKIPPED
             elif current.get("Fingerprint") != job.fingerprint():
                 operations.append(("upsert", columns, merge))
                 counts.updated += job.status is not JobStatus.SKIPPED
@@ -240,7 +248,7 @@ class Catalog:
         return owner
 
     def release_import_lease(self, resource: str, owner: str, outcome: dict[str, Any]) -> None:
-        """Ends the lease and records how the import went (kept for GET /api/jobs/imports)."""
+        """Ends the lease and records how the import went (read by import_outcomes)."""
         current = self.imports.get_entity("import", resource)
         if current.get("Owner") != owner:
             return  # the lease expired and another import took it; leave its record alone

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.azure_openai import AzureOpenAIClient, AzureOpenAIError
+if TYPE_CHECKING:  # the orchestrator imports this module: keep requests and azure.core out of its first episode
+    from shared.azure_openai import AzureOpenAIClient
 
 
 @dataclass
@@ -72,12 +73,15 @@ class ChatRun:
 
 
 def complete(run: ChatRun, client: AzureOpenAIClient) -> dict[str, Any]:
-    """The job's outputs; a refusal Azure will repeat is returned as `{"error": ...}`, a transient one raised so
-    the orchestration retries it."""
+    """The job's outputs. Errors after which Azure did not process the request (429, 503, or no token to send it
+    with) are raised so the orchestration retries them; any other (a refusal, a 500, a lost reply) is returned as
+    `{"error": ...}`, since retrying a completion that may have run would pay for it twice."""
+    from shared.azure_openai import AzureOpenAIError
+
     try:
         reply = client.chat_completion(run.deployment, run.request_body())
     except AzureOpenAIError as error:
-        if error.transient:
+        if error.status in (429, 503) or error.code == "CredentialUnavailable":
             raise
         return {"error": {"code": error.code, "message": error.message, "status": error.status}}
     choice = (reply.get("choices") or [{}])[0]

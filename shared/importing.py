@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from shared.arm import ArmClient, ArmError
@@ -71,8 +71,8 @@ def import_deployments(
 
 
 def _import_resource(resource: OpenAIResource, arm: ArmClient, catalog: Catalog, now: datetime) -> ResourceImport:
-    try:
-        owner = catalog.acquire_import_lease(resource.name, now)
+    try:  # each resource's lease starts when its own import does, not when the whole run began
+        owner = catalog.acquire_import_lease(resource.name, max(now, datetime.now(UTC)))
     except ImportInProgress:
         return ResourceImport(resource.name, busy=True)
     outcome = ResourceImport(resource.name)

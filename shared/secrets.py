@@ -18,9 +18,10 @@ from shared.jobs import SECRET_NAME
 class SecretUnavailable(Exception):
     """The secret cannot be read; the message names the secret, never its value."""
 
-    def __init__(self, name: str, reason: str) -> None:
+    def __init__(self, name: str, reason: str, *, transient: bool = False) -> None:
         super().__init__(f"Key Vault secret '{name}' {reason}")
         self.name = name
+        self.transient = transient  # the vault was unreachable or busy: trying again later may succeed
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class SecretReader:
                 if exc.status_code
                 else ("could not be read: no access token for the vault")
             )
-            raise SecretUnavailable(name, reason) from exc
+            busy = exc.status_code is not None and (exc.status_code == 429 or exc.status_code >= 500)
+            raise SecretUnavailable(name, reason, transient=busy) from exc
         except (ServiceRequestError, ServiceResponseError) as exc:
-            raise SecretUnavailable(name, "could not be read: the vault did not answer") from exc
+            raise SecretUnavailable(name, "could not be read: the vault did not answer", transient=True) from exc

@@ -919,3 +919,30 @@ def test_iter_batches_pages_past_100_and_find_batch_reaches_the_second_page(
     assert newest is not None
     assert newest["id"] == created[-1]["id"]
     assert len(emulator.requests_log(service="openai", route="batches.list")) == 5  # found on the first page
+
+
+def test_a_lookup_only_submit_creates_nothing_and_finds_an_earlier_batch(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    state = new_state(input_file_id=eastus.upload(batch_lines(2))["id"], lookup_only=True)
+
+    assert activity("submit_batch", state.to_dict()) == {"outcome": "not_created"}
+    assert emulator.batches(RESOURCE) == []
+
+    created = activity("submit_batch", {**state.to_dict(), "lookup_only": False})
+    found = activity("submit_batch", state.to_dict())
+    assert (created["outcome"], found["outcome"]) == ("submitted", "reattached")
+    assert found["batch"]["id"] == created["batch"]["id"]
+
+
+def test_an_unreachable_vault_at_submit_raises_so_it_is_retried(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    set_secret(emulator, "batch-input", eastus.upload(batch_lines(2))["id"])
+    ref = activity("resolve_batch_input", new_state(input_file_secret="batch-input").to_dict())
+    emulator.add_fault(service="keyvault", route="secrets.get*", status=503)
+    state = new_state(input_file_secret="batch-input", secret_version=ref["version"])
+
+    with pytest.raises(SecretUnavailable) as raised:
+        activity("submit_batch", state.to_dict())
+
+    assert raised.value.transient
+    assert emulator.batches(RESOURCE) == []

@@ -159,18 +159,29 @@ def test_throttling_beyond_the_retries_raises_so_durable_retries_later(emulator:
     assert len(sent_bodies(emulator)) == 5  # the first attempt and four retries
 
 
-@pytest.mark.parametrize("fault", [{"status": 500}, {"status": 503}, {"drop": True}], ids=["500", "503", "dropped"])
-def test_server_failure_raises_so_durable_retries(emulator: RunningEmulator, fault: dict[str, Any]) -> None:
-    emulator.add_fault(service="openai", route="chat.completions", times=1, **fault)
+def test_unavailable_service_raises_so_durable_retries(emulator: RunningEmulator) -> None:
+    emulator.add_fault(service="openai", route="chat.completions", times=1, status=503)
 
     with pytest.raises(AzureOpenAIError) as raised:
         complete_chat(new_run())
     retried = complete_chat(new_run())
 
-    assert raised.value.transient
-    assert raised.value.status == fault.get("status")
+    assert (raised.value.status, raised.value.transient) == (503, True)
     assert retried["finish_reason"] == "stop"
-    assert len(sent_bodies(emulator)) == 2  # never retried inside the activity: the run might be billed twice
+    assert len(sent_bodies(emulator)) == 2  # never retried inside the activity
+
+
+@pytest.mark.parametrize("fault", [{"status": 500}, {"drop": True}], ids=["500", "dropped"])
+def test_failure_after_which_the_completion_may_have_run_fails_without_paying_twice(
+    emulator: RunningEmulator, fault: dict[str, Any]
+) -> None:
+    emulator.add_fault(service="openai", route="chat.completions", times=1, **fault)
+
+    result = complete_chat(new_run())
+
+    assert result["error"]["code"] in ("InternalServerError", "NoReply")
+    assert result["error"]["status"] == fault.get("status")
+    assert len(sent_bodies(emulator)) == 1
 
 
 def test_identity_outage_raises_so_durable_retries_rather_than_failing_the_run(emulator: RunningEmulator) -> None:
@@ -186,11 +197,10 @@ def test_identity_outage_raises_so_durable_retries_rather_than_failing_the_run(e
     assert retried["finish_reason"] == "stop"
 
 
-def test_server_error_line_marker_raises() -> None:
-    with pytest.raises(AzureOpenAIError) as raised:
-        complete_chat(new_run(user_prompt="Please [[fail]]"))
+def test_server_error_line_marker_is_a_failure_not_a_retry() -> None:
+    result = complete_chat(new_run(user_prompt="Please [[fail]]"))
 
-    assert (raised.value.status, raised.value.code) == (500, "server_error")
+    assert (result["error"]["status"], result["error"]["code"]) == (500, "server_error")
 
 
 def test_chat_run_round_trips_and_its_views_hold_the_outputs() -> None:

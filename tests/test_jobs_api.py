@@ -273,3 +273,8 @@ def test_timer_sync_skips_while_an_import_runs() -> None:
     sync(timer())
 
     assert services.catalog().list_jobs() == []
+
+
+def test_malformed_resource_query_is_400_naming_it() -> None:
+    import_now()
+    assert_problem(get_job("gpt-4o", resource="a/b"), 400, "resource")

@@ -142,3 +142,14 @@ def test_list_runs_with_unknown_status_is_400() -> None:
     response = call_http("list_runs", "GET", "runs", params={"status": "Sleeping"})
     assert_problem(response, 400, "status")
     assert json_of(response)["status"] == 400
+
+
+def test_chat_start_for_a_resource_no_longer_configured_is_409(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import services
+
+    import_now()
+    monkeypatch.setenv("AZURE_OPENAI_RESOURCES", "[]")
+    services.reset()
+
+    body = assert_problem(start("gpt-4o", {"user_prompt": "hi"}), 409)
+    assert body["code"] == "resource-not-configured"
