@@ -304,16 +304,21 @@ async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient
             "Invalid query parameters.",
             [FieldError("status", f"must be one of {', '.join(RUN_STATUSES)}")],
         )
+    # A job's runs share an instance-id prefix, so the task hub filters them itself (the Durable client reads one
+    # page of at most 100 instances per query).
+    prefix = None
+    if job_id:
+        from shared.jobs import BATCH_SUFFIX, check_external_id, deployment_of
+
+        check_external_id(job_id)
+        prefix = f"{deployment_of(job_id)}::{'batch' if job_id.endswith(BATCH_SUFFIX) else 'chat'}::"
+    instances = await (client.get_status_by(instance_id_prefix=prefix) if prefix else client.get_status_all())
     views = []
-    for instance in await client.get_status_all():
+    for instance in instances:
         if "::batch::" not in str(instance.instance_id) and "::chat::" not in str(instance.instance_id):
             continue
         view = run_view(instance)
-        if (
-            (job_id and view.get("jobId") != job_id)
-            or (status and view.get("status") != status)
-            or (resource and view.get("resource") != resource)
-        ):
+        if (status and view.get("status") != status) or (resource and view.get("resource") not in (None, resource)):
             continue
         views.append(view)
     views.sort(key=lambda v: v.get("requestedAt") or "", reverse=True)
