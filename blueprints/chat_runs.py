@@ -17,16 +17,18 @@ def chat_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
     from shared.chat import ChatRun
 
     run = ChatRun.from_dict(context.get_input())
-    context.set_custom_status(run.resource_view("Running"))
+    started = context.current_utc_datetime.isoformat().replace("+00:00", "Z")
+    context.set_custom_status(run.resource_view("Running", started_at=started))
     try:
         result = yield context.call_activity_with_retry("complete_chat", CHAT_RETRY, run.to_dict())
     except Exception as error:
         message = str(error).split("Exception: ", 1)[-1].strip()
         result = {"error": {"code": "chat_failed", "message": message}}
+    ended = context.current_utc_datetime.isoformat().replace("+00:00", "Z")
     if "error" in result:
-        view = run.resource_view("Failed", failure=result["error"])
+        view = run.resource_view("Failed", failure=result["error"], started_at=started, ended_at=ended)
     else:
-        view = run.resource_view("Success", outputs=result)
+        view = run.resource_view("Success", outputs=result, started_at=started, ended_at=ended)
     context.set_custom_status(view)
     return view
 

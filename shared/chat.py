@@ -44,7 +44,13 @@ class ChatRun:
         return body
 
     def resource_view(
-        self, status: str, *, outputs: dict[str, Any] | None = None, failure: dict[str, Any] | None = None
+        self,
+        status: str,
+        *,
+        outputs: dict[str, Any] | None = None,
+        failure: dict[str, Any] | None = None,
+        started_at: str | None = None,
+        ended_at: str | None = None,
     ) -> dict[str, Any]:
         ended = status in ("Success", "Failed")
         return {
@@ -56,8 +62,8 @@ class ChatRun:
             "status": status,
             "azureStatus": None,
             "requestedAt": self.requested_at,
-            "startedAt": self.requested_at,
-            "endedAt": None,
+            "startedAt": started_at,
+            "endedAt": ended_at,
             "outputs": outputs
             or {
                 "response": None,

@@ -43,6 +43,8 @@ def test_chat_run_succeeds_with_outputs_and_sync_run_id() -> None:
     assert replay.done
     run: dict[str, Any] = replay.output
     assert (run["status"], run["runId"], run["outputs"]) == ("Success", "gpt-4o#sync#Success", OUTPUTS)
+    assert run["startedAt"] == "2026-11-26T09:00:00Z"  # the orchestration's clock, at start and at the end
+    assert run["endedAt"] == "2026-11-26T09:00:00Z"
     assert run["jobType"] == "chat_completion"
 
 
