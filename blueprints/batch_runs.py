@@ -110,152 +110,172 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             state.secret_version = ref["version"]
         state.phase = "submitting"
 
-    # 2. Submit exactly once; when the deployment's token quota is used up, wait and try again.
-    while state.phase in ("submitting", "quota"):
-        # After a submit whose outcome stayed unknown, a batch of this run may exist: the run may end only once a
-        # last look (no create) has found it or shown there is none, so no paid batch is left behind untracked.
-        maybe_created = state.submit_failures > 0
-        stopping = (
-            "cancel"
-            if cancel_asked()
-            else ("deadline" if context.current_utc_datetime >= _parse(state.deadline) else None)
-        )
-        if stopping == "cancel" and not maybe_created:
-            return finish(RunStatus.CANCELLED)
-        if stopping == "deadline" and not maybe_created:
-            return finish(
-                RunStatus.FAILED,
-                _failure(
-                    "timeout",
-                    "The deployment's token quota stayed exhausted until the run's deadline; no batch was created.",
-                ),
+    while state.phase != "done":  # a batch Azure fails for quota sends the run back to submitting
+        # 2. Submit exactly once; when the deployment's token quota is used up, wait and try again.
+        while state.phase in ("submitting", "quota"):
+            # After a submit whose outcome stayed unknown, a batch of this run may exist: the run may end only once a
+            # last look (no create) has found it or shown there is none, so no paid batch is left behind untracked.
+            maybe_created = state.submit_failures > 0
+            stopping = (
+                "cancel"
+                if cancel_asked()
+                else ("deadline" if context.current_utc_datetime >= _parse(state.deadline) else None)
             )
-        state.lookup_only = stopping is not None
-        try:
-            outcome = yield context.call_activity_with_retry("submit_batch", ACTIVITY_RETRY, state.to_dict())
-        except Exception as error:
-            state.submit_failures += 1
-            if stopping or state.submit_failures >= MAX_SUBMIT_ROUNDS:
+            if stopping == "cancel" and not maybe_created:
+                return finish(RunStatus.CANCELLED)
+            if stopping == "deadline" and not maybe_created:
                 return finish(
                     RunStatus.FAILED,
                     _failure(
-                        "submit_unknown",
-                        f"{_reason(error)}. Azure OpenAI could not be asked whether a batch was "
-                        f"created; look for a batch whose metadata has runId={state.run_id}.",
-                        hint=HINTS["timeout"] if stopping == "deadline" else None,
+                        "timeout",
+                        "The deployment's token quota stayed exhausted until the run's deadline; no batch was created.",
                     ),
                 )
-            if not context.is_replaying:
-                logger.warning("submit of %s failed, trying again later: %s", state.run_id, _reason(error))
-            first, factor, longest = SUBMIT_BACKOFF
-            yield from wait(min(longest, first * factor ** (state.submit_failures - 1)))
-            continue
-        kind = outcome["outcome"]
-        if kind in ("submitted", "reattached"):
-            state.batch = outcome["batch"]
-            snapshot = BatchSnapshot.from_dict(state.batch)
-            created = (
-                datetime.fromtimestamp(snapshot.created_at, context.current_utc_datetime.tzinfo)
-                if snapshot.created_at
-                else context.current_utc_datetime
-            )
-            state.deadline = _iso(deadline_for(created, state.completion_window))
-            state.phase, state.status = "polling", run_status(snapshot.status).value
-        elif kind == "quota":
-            state.phase = "quota"
-            first, factor, longest = QUOTA_BACKOFF
-            delay = min(longest, first * factor**state.quota_attempts)
-            state.quota_attempts += 1
-            yield from wait(delay)  # a cancel meanwhile is handled at the top of the loop
-        elif kind in ("cancelled", "not_created"):
-            if stopping == "deadline":
-                return finish(
-                    RunStatus.FAILED,
-                    _failure(
-                        "timeout", "The run reached its deadline before Azure accepted a batch; none was created."
-                    ),
-                )
-            return finish(RunStatus.CANCELLED)
-        else:  # rejected for good
-            refusal = outcome.get("error") or {}
-            code = str(refusal.get("code") or "rejected")
-            return finish(
-                RunStatus.FAILED,
-                {"code": code, "message": refusal.get("message"), "line": None, "param": None, "hint": HINTS.get(code)},
-            )
-
-    # 3. Poll until Azure reports a terminal status; cancel when asked; give up at the deadline.
-    while state.phase in ("polling", "cancelling"):
-        assert state.batch is not None
-        snapshot = BatchSnapshot.from_dict(state.batch)
-        if snapshot.is_terminal:
-            state.status = run_status(snapshot.status).value
-            return finish(RunStatus(state.status), snapshot.failure())
-        now = context.current_utc_datetime
-        timed_out = now >= _parse(state.deadline)
-        if (cancel_asked() or timed_out) and not state.cancel_sent:
+            state.lookup_only = stopping is not None
             try:
-                state.batch = yield context.call_activity_with_retry("cancel_batch", ACTIVITY_RETRY, state.to_dict())
-                state.cancel_sent, state.phase = True, "cancelling"
+                outcome = yield context.call_activity_with_retry("submit_batch", ACTIVITY_RETRY, state.to_dict())
             except Exception as error:
+                state.submit_failures += 1
+                if stopping or state.submit_failures >= MAX_SUBMIT_ROUNDS:
+                    return finish(
+                        RunStatus.FAILED,
+                        _failure(
+                            "submit_unknown",
+                            f"{_reason(error)}. Azure OpenAI could not be asked whether a batch was "
+                            f"created; look for a batch whose metadata has runId={state.run_id}.",
+                            hint=HINTS["timeout"] if stopping == "deadline" else None,
+                        ),
+                    )
                 if not context.is_replaying:
-                    logger.warning("cancel of %s failed: %s", snapshot.id, _reason(error))
-            snapshot = BatchSnapshot.from_dict(state.batch)
-            if snapshot.is_terminal:  # it ended before the cancel reached it: report what Azure reports
+                    logger.warning("submit of %s failed, trying again later: %s", state.run_id, _reason(error))
+                first, factor, longest = SUBMIT_BACKOFF
+                yield from wait(min(longest, first * factor ** (state.submit_failures - 1)))
                 continue
-        if timed_out:
-            still = "" if state.cancel_sent else " The cancel did not go through: the batch may still be running."
-            return finish(
-                RunStatus.FAILED,
-                _failure(
-                    "timeout",
-                    "The batch did not finish within its completion window plus grace, so the run cancelled "
-                    f"it.{still}",
-                    hint=HINTS["timeout"],
-                ),
-            )
-        if checks_here >= POLLS_PER_EXECUTION:
-            publish()
-            context.continue_as_new(state.to_dict())
-            return state.resource_view()
-        observation = Observation(
-            status=snapshot.status,
-            now=now.timestamp(),
-            created_at=float(snapshot.created_at or now.timestamp()),
-            in_progress_at=snapshot.in_progress_at,
-            finalizing_at=snapshot.finalizing_at,
-            cancelling_at=snapshot.cancelling_at,
-            total=snapshot.total,
-            completed=snapshot.completed,
-            failed=snapshot.failed,
-        )
-        if (yield from wait(poll_delay(observation))):
-            continue  # cancel asked: cancel the batch before looking again
-        try:
-            checked = yield context.call_activity("check_batch", state.to_dict())
-        except Exception as error:
-            failed_checks += 1
-            if not context.is_replaying:
-                logger.warning("status of %s unavailable (%d in a row): %s", snapshot.id, failed_checks, _reason(error))
-            if failed_checks >= MAX_FAILED_CHECKS:
+            kind = outcome["outcome"]
+            if kind in ("submitted", "reattached"):
+                state.batch = outcome["batch"]
+                snapshot = BatchSnapshot.from_dict(state.batch)
+                created = (
+                    datetime.fromtimestamp(snapshot.created_at, context.current_utc_datetime.tzinfo)
+                    if snapshot.created_at
+                    else context.current_utc_datetime
+                )
+                state.deadline = _iso(deadline_for(created, state.completion_window))
+                state.phase, state.status = "polling", run_status(snapshot.status).value
+            elif kind == "quota":
+                state.phase = "quota"
+                first, factor, longest = QUOTA_BACKOFF
+                delay = min(longest, first * factor**state.quota_attempts)
+                state.quota_attempts += 1
+                yield from wait(delay)  # a cancel meanwhile is handled at the top of the loop
+            elif kind in ("cancelled", "not_created"):
+                if stopping == "deadline":
+                    return finish(
+                        RunStatus.FAILED,
+                        _failure(
+                            "timeout", "The run reached its deadline before Azure accepted a batch; none was created."
+                        ),
+                    )
+                return finish(RunStatus.CANCELLED)
+            else:  # rejected for good
+                refusal = outcome.get("error") or {}
+                code = str(refusal.get("code") or "rejected")
                 return finish(
                     RunStatus.FAILED,
                     {
-                        "code": "status_unavailable",
-                        "message": "Azure OpenAI did not report the batch's status for too long; the batch may still "
-                        f"be running (id {snapshot.id}).",
+                        "code": code,
+                        "message": refusal.get("message"),
                         "line": None,
                         "param": None,
-                        "hint": None,
+                        "hint": HINTS.get(code),
                     },
                 )
-            continue
-        failed_checks = 0
-        checks_here += 1
-        state.polls += 1
-        state.batch = checked["batch"]
-        state.cancel_requested = state.cancel_requested or bool(checked.get("cancelRequested"))
-        state.status = run_status(BatchSnapshot.from_dict(state.batch).status).value
+
+        # 3. Poll until Azure reports a terminal status; cancel when asked; give up at the deadline.
+        while state.phase in ("polling", "cancelling"):
+            assert state.batch is not None
+            snapshot = BatchSnapshot.from_dict(state.batch)
+            failure = snapshot.failure()
+            if failure and failure["code"] == "token_limit_exceeded" and not cancel_asked():
+                # Where Azure checks quota only at validation the batch fails; its guidance is to submit again later.
+                state.attempt, state.batch, state.phase = state.attempt + 1, None, "quota"
+                state.status, state.cancel_sent = RunStatus.STARTING.value, False
+                first, factor, longest = QUOTA_BACKOFF
+                state.quota_attempts += 1
+                yield from wait(min(longest, first * factor ** (state.quota_attempts - 1)))
+                break
+            if snapshot.is_terminal:
+                state.status = run_status(snapshot.status).value
+                return finish(RunStatus(state.status), failure)
+            now = context.current_utc_datetime
+            timed_out = now >= _parse(state.deadline)
+            if (cancel_asked() or timed_out) and not state.cancel_sent:
+                try:
+                    state.batch = yield context.call_activity_with_retry(
+                        "cancel_batch", ACTIVITY_RETRY, state.to_dict()
+                    )
+                    state.cancel_sent, state.phase = True, "cancelling"
+                except Exception as error:
+                    if not context.is_replaying:
+                        logger.warning("cancel of %s failed: %s", snapshot.id, _reason(error))
+                snapshot = BatchSnapshot.from_dict(state.batch)
+                if snapshot.is_terminal:  # it ended before the cancel reached it: report what Azure reports
+                    continue
+            if timed_out:
+                still = "" if state.cancel_sent else " The cancel did not go through: the batch may still be running."
+                return finish(
+                    RunStatus.FAILED,
+                    _failure(
+                        "timeout",
+                        "The batch did not finish within its completion window plus grace, so the run cancelled "
+                        f"it.{still}",
+                        hint=HINTS["timeout"],
+                    ),
+                )
+            if checks_here >= POLLS_PER_EXECUTION:
+                publish()
+                context.continue_as_new(state.to_dict())
+                return state.resource_view()
+            observation = Observation(
+                status=snapshot.status,
+                now=now.timestamp(),
+                created_at=float(snapshot.created_at or now.timestamp()),
+                in_progress_at=snapshot.in_progress_at,
+                finalizing_at=snapshot.finalizing_at,
+                cancelling_at=snapshot.cancelling_at,
+                total=snapshot.total,
+                completed=snapshot.completed,
+                failed=snapshot.failed,
+            )
+            if (yield from wait(poll_delay(observation))):
+                continue  # cancel asked: cancel the batch before looking again
+            try:
+                checked = yield context.call_activity("check_batch", state.to_dict())
+            except Exception as error:
+                failed_checks += 1
+                if not context.is_replaying:
+                    logger.warning(
+                        "status of %s unavailable (%d in a row): %s", snapshot.id, failed_checks, _reason(error)
+                    )
+                if failed_checks >= MAX_FAILED_CHECKS:
+                    return finish(
+                        RunStatus.FAILED,
+                        {
+                            "code": "status_unavailable",
+                            "message": "Azure OpenAI did not report the batch's status for too long; the batch "
+                            f"may still be running (id {snapshot.id}).",
+                            "line": None,
+                            "param": None,
+                            "hint": None,
+                        },
+                    )
+                continue
+            failed_checks = 0
+            checks_here += 1
+            state.polls += 1
+            state.batch = checked["batch"]
+            state.cancel_requested = state.cancel_requested or bool(checked.get("cancelRequested"))
+            state.status = run_status(BatchSnapshot.from_dict(state.batch).status).value
     return finish(RunStatus(state.status))
 
 

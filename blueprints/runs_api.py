@@ -16,7 +16,8 @@ from shared.problems import FieldError, Problem
 bp = df.Blueprint()
 
 BATCH_OVERRIDES = ("inputFileId", "inputFileSecret", "endpoint", "completionWindow", "metadata")
-MAX_USER_METADATA = 15  # Azure allows 16 pairs; one carries the run id
+MAX_USER_METADATA = 14  # Azure allows 16 pairs; two tie the batch to its run (runId, runAttempt)
+RESERVED_METADATA = ("runId", "runAttempt")
 RUN_STATUSES = ("Starting", "Running", "Success", "Failed", "Cancelled")
 
 
@@ -206,7 +207,7 @@ def _metadata(value: Any) -> dict[str, str]:
         problems.append(
             FieldError(
                 "metadata",
-                f"has {len(value)} pairs; at most {MAX_USER_METADATA} (Azure allows 16, one carries the run id)",
+                f"has {len(value)} pairs; at most {MAX_USER_METADATA} (Azure allows 16, two tie the batch to its run)",
             )
         )
     problems += [
@@ -214,8 +215,11 @@ def _metadata(value: Any) -> dict[str, str]:
         for k, v in value.items()
         if len(k) > 64 or len(v) > 512
     ]
-    if "runId" in value:
-        problems.append(FieldError("metadata.runId", "is reserved for the run id"))
+    problems += [
+        FieldError(f"metadata.{key}", "is reserved: it ties the batch to its run")
+        for key in RESERVED_METADATA
+        if key in value
+    ]
     if problems:
         raise Problem(400, "validation-failed", "The request is not valid", "Invalid metadata.", problems)
     return dict(value)

@@ -95,10 +95,11 @@ class AzureOpenAIClient:
                 return
             after = page["last_id"]
 
-    def find_batch(self, metadata_key: str, value: str, created_since: int) -> dict[str, Any] | None:
-        """The newest batch whose metadata has `metadata_key == value`, looking back to `created_since`."""
+    def find_batch(self, metadata: dict[str, str], created_since: int) -> dict[str, Any] | None:
+        """The newest batch whose metadata has every pair of `metadata`, looking back to `created_since`."""
         for batch in self.iter_batches():
-            if (batch.get("metadata") or {}).get(metadata_key) == value:
+            found = batch.get("metadata") or {}
+            if all(found.get(key) == value for key, value in metadata.items()):
                 return batch
             created = batch.get("created_at")
             if created and int(created) < created_since:

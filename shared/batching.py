@@ -15,6 +15,9 @@ from shared.runs import BatchRunState, BatchSnapshot, redact_input_file_id
 from shared.secrets import SecretReader, SecretRef
 
 RUN_ID_METADATA = "runId"
+# Which batch of the run this is: a batch that Azure failed for quota (token_limit_exceeded at validation) is
+# followed by another, and re-attaching must find the current one, not the failed one.
+RUN_ATTEMPT_METADATA = "runAttempt"
 # How far before the run's request time a batch of this run may carry its created_at (clock skew).
 REATTACH_SLACK_SECONDS = 600
 
@@ -39,7 +42,7 @@ def submit(
     `not_created` (the run asked only to look, and no batch of it exists)."""
     requested = int(datetime.fromisoformat(state.requested_at.replace("Z", "+00:00")).timestamp())
     try:
-        existing = client.find_batch(RUN_ID_METADATA, state.run_id, requested - REATTACH_SLACK_SECONDS)
+        existing = client.find_batch(identity_metadata(state), requested - REATTACH_SLACK_SECONDS)
     except AzureOpenAIError as error:
         raise SubmitUnknown(f"could not look for an earlier batch: {error.code}") from error
     if existing is not None:
@@ -54,7 +57,7 @@ def submit(
         assert state.secret_version
         input_file_id = secrets.value(SecretRef(state.input_file_secret, state.secret_version))
     assert input_file_id
-    metadata = {**state.metadata, RUN_ID_METADATA: state.run_id}
+    metadata = {**state.metadata, **identity_metadata(state)}
     try:
         batch = client.create_batch(input_file_id, state.endpoint, state.completion_window, metadata)
     except AzureOpenAIError as error:
@@ -65,6 +68,11 @@ def submit(
             raise SubmitUnknown(f"submit outcome unknown ({error.status or 'no reply'} {error.code})") from error
         return {"outcome": "rejected", "error": {"code": error.code, "message": message, "status": error.status}}
     return {"outcome": "submitted", "batch": BatchSnapshot.from_azure(batch).to_dict()}
+
+
+def identity_metadata(state: BatchRunState) -> dict[str, str]:
+    """The metadata that ties a batch to its run and attempt."""
+    return {RUN_ID_METADATA: state.run_id, RUN_ATTEMPT_METADATA: str(state.attempt)}
 
 
 def check(batch_id: str, client: AzureOpenAIClient) -> dict[str, Any]:

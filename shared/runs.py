@@ -219,6 +219,7 @@ class BatchRunState:
     phase: str = "resolving"  # resolving → submitting ⇄ quota → polling → (cancelling) → done
     batch: dict[str, Any] | None = None
     quota_attempts: int = 0
+    attempt: int = 1  # the run's batch attempt: a batch failed for quota is followed by the next attempt
     submit_failures: int = 0
     lookup_only: bool = False  # the next submit only looks for this run's batch: the run is ending
     polls: int = 0

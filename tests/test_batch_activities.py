@@ -153,12 +153,12 @@ def test_submit_creates_one_batch_with_exactly_azures_body_and_the_run_id_in_met
             "input_file_id": file_id,
             "endpoint": "/chat/completions",
             "completion_window": "24h",
-            "metadata": {"team": "search", "ticket": "T-42", RUN_ID_METADATA: state.run_id},
+            "metadata": {"team": "search", "ticket": "T-42", RUN_ID_METADATA: state.run_id, "runAttempt": "1"},
         }
     ]
     (batch,) = emulator.batches(RESOURCE)
     assert outcome["batch"]["id"] == batch["id"] == creates[0]["batch"]["id"]
-    assert batch["metadata"] == {"team": "search", "ticket": "T-42", "runId": state.run_id}
+    assert batch["metadata"] == {"team": "search", "ticket": "T-42", "runId": state.run_id, "runAttempt": "1"}
     assert outcome["batch"]["status"] == "validating"
     assert outcome["batch"]["created_at"] == batch["created_at"]
     assert "input_file_id" not in outcome["batch"]
@@ -907,7 +907,7 @@ def test_iter_batches_pages_past_100_and_find_batch_reaches_the_second_page(
     client = services.openai_client(RESOURCE)
 
     listed = list(client.iter_batches())
-    oldest = client.find_batch("n", "0", created_since=0)
+    oldest = client.find_batch({"n": "0"}, created_since=0)
 
     assert [b["id"] for b in listed] == [b["id"] for b in reversed(created)]  # newest first, each once
     assert oldest is not None
@@ -915,7 +915,7 @@ def test_iter_batches_pages_past_100_and_find_batch_reaches_the_second_page(
     pages = emulator.requests_log(service="openai", route="batches.list")
     assert [p["query"].get("after") for p in pages] == [None, listed[99]["id"]] * 2
     assert {p["query"]["limit"] for p in pages} == {"100"}
-    newest = client.find_batch("n", "104", created_since=0)
+    newest = client.find_batch({"n": "104"}, created_since=0)
     assert newest is not None
     assert newest["id"] == created[-1]["id"]
     assert len(emulator.requests_log(service="openai", route="batches.list")) == 5  # found on the first page
@@ -946,3 +946,17 @@ def test_an_unreachable_vault_at_submit_raises_so_it_is_retried(emulator: Runnin
 
     assert raised.value.transient
     assert emulator.batches(RESOURCE) == []
+
+
+def test_the_next_attempt_after_a_quota_failure_does_not_reattach_to_the_failed_batch(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    file_id = eastus.upload(batch_lines(2))["id"]
+    first = activity("submit_batch", new_state(file_id).to_dict())
+
+    second = activity("submit_batch", new_state(file_id, attempt=2).to_dict())
+
+    assert (first["outcome"], second["outcome"]) == ("submitted", "submitted")
+    assert first["batch"]["id"] != second["batch"]["id"]
+    attempts = sorted(b["metadata"]["runAttempt"] for b in emulator.batches(RESOURCE))
+    assert attempts == ["1", "2"]

@@ -493,3 +493,33 @@ def test_after_a_cancel_the_next_check_follows_the_cancelling_pace() -> None:
     timer = replay.timer()
     assert timer.fire_at is not None
     assert (timer.fire_at - replay.now).total_seconds() <= 60
+
+
+def test_a_batch_failed_for_quota_at_validation_is_followed_by_the_next_attempt() -> None:
+    replay = submitted()
+    replay.fire_timer()
+    quota_failed = snapshot(
+        "failed",
+        failed_at=CREATED + 30,
+        errors=[
+            {
+                "code": "token_limit_exceeded",
+                "message": "The number of enqueued tokens has surpassed the configured "
+                "limit of 30K for the deployment 'gpt-4o-batch'.",
+                "line": None,
+                "param": None,
+            }
+        ],
+    )
+
+    replay.complete("check_batch", {"batch": quota_failed, "cancelRequested": False})
+
+    assert not replay.done
+    assert (replay.custom_status["status"], replay.custom_status["phase"]) == ("Starting", "quota")
+    replay.fire_timer()  # the quota backoff
+    again = replay.activity("submit_batch")
+    assert (again.input["attempt"], again.input["batch"]) == (2, None)
+    replay.complete("submit_batch", {"outcome": "submitted", "batch": snapshot("validating", id="batch_2")})
+    replay.fire_timer()
+    replay.complete("check_batch", {"batch": COMPLETED | {"id": "batch_2"}, "cancelRequested": False})
+    assert (replay.output["status"], replay.output["runId"]) == ("Success", "batch_2")

@@ -100,6 +100,7 @@ class Batch:
     errors: list[dict[str, Any]] | None = None
     tasks: list[Task] = field(default_factory=list)
     processed: int = 0
+    over_quota: str | None = None
     lines_seen: int = 0
     empty_file_ids: bool = True
     output_file_id: str | None = None
@@ -203,8 +204,11 @@ class ResourceState:
                 self.advance_all(now)
                 in_queue = self.enqueued_tokens(target.name)
                 if in_queue + tokens > target.enqueued_token_limit:
-                    raise BatchRequestError("token_limit_exceeded", _token_limit_message(target))
-                batch.deployment, batch.enqueued_tokens = target.name, tokens
+                    if self.resource.quota_check == "create":
+                        raise BatchRequestError("token_limit_exceeded", _token_limit_message(target))
+                    batch.over_quota = _token_limit_message(target)  # fails when validation ends
+                else:
+                    batch.deployment, batch.enqueued_tokens = target.name, tokens
         self.batches[batch.id] = batch
         return batch
 
@@ -283,6 +287,8 @@ class ResourceState:
         else:
             batch.lines_seen = sum(1 for line in stored.content.splitlines() if line.strip())
             tasks, errors = validate_input(stored.content, batch.endpoint, self.resource, self.config, at)
+            if not errors and batch.over_quota:
+                errors = [_error("token_limit_exceeded", batch.over_quota)]
         if errors:
             batch.status, batch.errors, batch.failed_at = "failed", errors, at
             return

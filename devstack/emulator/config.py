@@ -171,6 +171,9 @@ class Resource:
     location: str
     deployments: dict[str, Deployment]
     speeds: Speeds
+    # Where the enqueued-token quota is enforced: "create" (fail fast: POST /batches answers 400, as in most
+    # regions) or "validation" (the batch is created, then fails validation with token_limit_exceeded).
+    quota_check: str = "create"
 
     def deployment(self, name: str) -> Deployment | None:
         return self.deployments.get(name)
@@ -260,6 +263,7 @@ class EmulatorConfig:
                 location=str(entry.get("location", "eastus")),
                 deployments=deployments,
                 speeds=resource_speeds,
+                quota_check=parse_quota_check(entry.get("quotaCheck", "create"), name),
             )
         if not resources:
             raise ConfigError("at least one Azure OpenAI resource must be configured")
@@ -359,3 +363,12 @@ def _snake(name: str) -> str:
 def _camel(name: str) -> str:
     head, *rest = name.split("_")
     return head + "".join(part.title() for part in rest)
+
+
+QUOTA_CHECKS = ("create", "validation")
+
+
+def parse_quota_check(value: Any, resource: str) -> str:
+    if value not in QUOTA_CHECKS:
+        raise ConfigError(f"resource {resource!r}: quotaCheck must be one of {', '.join(QUOTA_CHECKS)}")
+    return str(value)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.emulator.config import ConfigError, Deployment
+from devstack.emulator.config import ConfigError, Deployment, parse_quota_check
 from devstack.emulator.errors import arm_error, keyvault_error, openai_error
 from devstack.emulator.faults import FaultRule, FaultRuleError, RequestLog
 from devstack.emulator.state import EmulatorState
@@ -46,6 +46,7 @@ def routes(state: EmulatorState) -> list[web.RouteDef]:
             name="control:deployments.delete",
         ),
         web.patch(f"{base}/resources/{{resource}}/speeds", api.patch_speeds, name="control:speeds.patch"),
+        web.patch(f"{base}/resources/{{resource}}", api.patch_resource, name="control:resource.patch"),
     ]
 
 
@@ -155,6 +156,21 @@ class Control:
         if resource.resource.deployments.pop(request.match_info["deployment"], None) is None:
             return _problem(404, f"no deployment {request.match_info['deployment']!r}")
         return web.Response(status=204)
+
+    async def patch_resource(self, request: web.Request) -> web.Response:
+        """Changes how the resource behaves: `{"quotaCheck": "create" | "validation"}`."""
+        resource = self._resource(request)
+        body = await _json_object(request, "resource settings")
+        unknown = set(body) - {"quotaCheck"}
+        if unknown:
+            return _problem(400, f"unknown resource settings: {sorted(unknown)}")
+        try:
+            resource.resource.quota_check = parse_quota_check(
+                body.get("quotaCheck", resource.resource.quota_check), resource.resource.name
+            )
+        except ConfigError as exc:
+            return _problem(400, str(exc))
+        return web.json_response({"quotaCheck": resource.resource.quota_check})
 
     async def patch_speeds(self, request: web.Request) -> web.Response:
         """Changes how fast new batches of this resource move (batches already created keep their speeds)."""

@@ -422,3 +422,41 @@ def test_list_pages_newest_first_with_after_and_limit(eastus: DataPlane, emulato
 def test_list_limit_out_of_range_is_400(eastus: DataPlane) -> None:
     for limit in ("0", "101", "ten"):
         assert eastus.request("GET", "batches", params={"limit": limit}).status_code == 400
+
+
+def test_quota_checked_at_validation_creates_the_batch_then_fails_it(
+    eastus: DataPlane, emulator: RunningEmulator
+) -> None:
+    import requests
+
+    requests.patch(
+        f"{emulator.control}/resources/aoai-devstack-eastus", json={"quotaCheck": "validation"}, timeout=10
+    ).raise_for_status()
+    emulator.put_deployment(
+        "aoai-devstack-eastus",
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "2024-08-06"},
+        sku={"name": "GlobalBatch", "capacity": 10},
+        enqueuedTokenLimit=200,
+    )
+    emulator.set_speeds("aoai-devstack-eastus", requestsPerSecond=1)
+    first = submit(eastus, batch_lines(10))  # 120 tokens of 200
+
+    second = eastus.create_batch(eastus.upload(batch_lines(10))["id"])  # accepted, as in regions without fail-fast
+    assert second.status_code == 200
+    failed = run_to_end(eastus, second.json()["id"])
+
+    assert failed["status"] == "failed"
+    error = failed["errors"]["data"][0]
+    assert (error["code"], error["line"], error["param"]) == ("token_limit_exceeded", None, None)
+    assert "configured limit of 200 for the deployment 'gpt-4o-batch'" in error["message"]
+    assert eastus.batch(first["id"])["status"] in ("validating", "in_progress", "finalizing", "completed")
+
+
+def test_quota_check_setting_is_validated(emulator: RunningEmulator) -> None:
+    import requests
+
+    response = requests.patch(
+        f"{emulator.control}/resources/aoai-devstack-eastus", json={"quotaCheck": "never"}, timeout=10
+    )
+    assert response.status_code == 400

@@ -145,3 +145,32 @@ def test_429_and_5xx_storm_still_one_batch_per_run(app: App, emulator: RunningEm
     creates = emulator.requests_log(service="openai", route="batches.create")
     assert len(creates) >= 3  # the lost replies were retried ...
     assert len(emulator.batches(RESOURCE)) == 3  # ... without paying twice
+
+
+def test_quota_enforced_at_validation_resubmits_after_the_failed_batch(app: App, emulator: RunningEmulator) -> None:
+    import requests
+
+    requests.patch(
+        f"{emulator.control}/resources/{RESOURCE}", json={"quotaCheck": "validation"}, timeout=10
+    ).raise_for_status()
+    emulator.put_deployment(
+        RESOURCE,
+        "gpt-4o-batch",
+        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
+        sku={"name": "GlobalBatch", "capacity": 1},
+        capabilities={"chatCompletion": "true"},
+        enqueuedTokenLimit=200,
+    )
+    emulator.set_speeds(RESOURCE, requestsPerSecond=0.5)
+    first = app.start(JOB, {"inputFileId": app.upload(batch_lines(10))})
+    app.wait(first["id"], until=lambda r: r.get("runId") is not None)
+
+    second = app.start(JOB, {"inputFileId": app.upload(batch_lines(10))})
+    app.wait(second["id"], until=lambda r: (r.get("quotaAttempts") or 0) >= 1)
+    done = app.wait(second["id"], timeout=90)
+
+    assert done["status"] == "Success"
+    batches = sorted(app.batches_of(second["id"]), key=lambda b: b["metadata"]["runAttempt"])
+    assert (batches[0]["metadata"]["runAttempt"], batches[0]["status"]) == ("1", "failed")
+    assert batches[-1]["status"] == "completed"
+    assert done["runId"] == batches[-1]["id"]
