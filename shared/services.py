@@ -41,24 +41,29 @@ def secret_reader() -> SecretReader:
     )
 
 
-_openai_clients: dict[str, AzureOpenAIClient] = {}
+_openai_clients: dict[str, tuple[AzureOpenAIClient, float]] = {}
+API_KEY_REFRESH_SECONDS = 300.0  # a key read from Key Vault is read again this often, so a rotated key takes over
 
 
 def openai_client(resource_name: str) -> AzureOpenAIClient:
     """The data-plane client of a configured resource: Entra token by default, an API key only when the resource
-    names a Key Vault secret holding one (read once per process)."""
-    if resource_name not in _openai_clients:
-        resource = get_settings().resource(resource_name)
-        if resource is None:
-            raise SettingsError(f"resource '{resource_name}' is not in AZURE_OPENAI_RESOURCES")
-        if resource.api_key_secret:
-            reader = secret_reader()
-            key = reader.value(reader.latest(resource.api_key_secret))
-            client = AzureOpenAIClient(resource.endpoint, resource.api_version, api_key=key)
-        else:
-            client = AzureOpenAIClient(resource.endpoint, resource.api_version, credential=credential())
-        _openai_clients[resource_name] = client
-    return _openai_clients[resource_name]
+    names a Key Vault secret holding one (re-read every few minutes)."""
+    import time
+
+    cached = _openai_clients.get(resource_name)
+    if cached is not None and (cached[0].api_key is None or time.monotonic() - cached[1] < API_KEY_REFRESH_SECONDS):
+        return cached[0]
+    resource = get_settings().resource(resource_name)
+    if resource is None:
+        raise SettingsError(f"resource '{resource_name}' is not in AZURE_OPENAI_RESOURCES")
+    if resource.api_key_secret:
+        reader = secret_reader()
+        key = reader.value(reader.latest(resource.api_key_secret))
+        client = AzureOpenAIClient(resource.endpoint, resource.api_version, api_key=key)
+    else:
+        client = AzureOpenAIClient(resource.endpoint, resource.api_version, credential=credential())
+    _openai_clients[resource_name] = (client, time.monotonic())
+    return client
 
 
 def reset() -> None:

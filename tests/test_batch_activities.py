@@ -842,6 +842,36 @@ def test_client_uses_the_api_key_from_key_vault_when_the_resource_names_apiKeySe
     assert [e["auth"] for e in emulator.requests_log(service="openai", route="batches.list")] == ["api-key"]
 
 
+def test_a_rotated_api_key_in_key_vault_takes_over_without_a_restart(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    resource = emulator.resource(RESOURCE)
+    set_secret(emulator, "aoai-eastus-key", "0" * 32)  # a key that no longer works
+    monkeypatch.setenv(
+        "AZURE_OPENAI_RESOURCES",
+        json.dumps(
+            [
+                {
+                    "name": RESOURCE,
+                    "endpoint": resource["endpoint"],
+                    "apiKeySecret": "aoai-eastus-key",
+                    "subscriptionId": emulator.endpoints["arm"]["subscriptionId"],
+                    "resourceGroup": emulator.endpoints["arm"]["resourceGroup"],
+                }
+            ]
+        ),
+    )
+    services.reset()
+    with pytest.raises(AzureOpenAIError) as refused:
+        services.openai_client(RESOURCE).list_batches(limit=1)
+    assert refused.value.status == 401
+
+    set_secret(emulator, "aoai-eastus-key", resource["apiKey"])  # rotated in the vault
+    monkeypatch.setattr(services, "API_KEY_REFRESH_SECONDS", 0.0)
+
+    assert services.openai_client(RESOURCE).list_batches(limit=1)["object"] == "list"
+
+
 def test_errors_carry_status_code_and_retry_after(emulator: RunningEmulator, eastus: DataPlane) -> None:
     client = services.openai_client(RESOURCE)
     file_id = eastus.upload(batch_lines(1))["id"]
