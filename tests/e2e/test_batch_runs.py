@@ -24,7 +24,7 @@ def test_batch_run_succeeds_with_the_five_outputs_of_azures_batch(app: App) -> N
     batches = app.batches_of(run["id"])
     assert len(batches) == 1
     batch = batches[0]
-    assert batch["metadata"] == {"team": "e2e", "runId": run["id"]}
+    assert batch["metadata"] == {"team": "e2e", "runId": run["id"], "runAttempt": "1"}
     assert (run["status"], run["azureStatus"], run["runId"]) == ("Success", "completed", batch["id"])
     assert run["outputs"] == {
         "output_file_id": batch["output_file_id"],
