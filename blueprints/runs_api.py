@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from datetime import UTC, datetime
@@ -21,9 +22,44 @@ RESERVED_METADATA = ("runId", "runAttempt")
 RUN_STATUSES = ("Starting", "Running", "Success", "Failed", "Cancelled")
 
 
-def new_run_id(deployment: str, kind: str) -> str:
-    """Readable in the portal's instance list: deployment, job type, then a unique part."""
-    return f"{deployment}::{kind}::{uuid.uuid4().hex}"
+def new_run_id(deployment: str, kind: str, req: func.HttpRequest, resource: str) -> str:
+    """Readable in the portal's instance list: deployment, job type, then a unique part. With an
+    `Idempotency-Key` header the unique part comes from the key, so a retried request names the same run."""
+    key = req.headers.get("Idempotency-Key")
+    if key:
+        if not 1 <= len(key) <= 255:
+            raise Problem(
+                400,
+                "validation-failed",
+                "The request is not valid",
+                "Idempotency-Key is too long.",
+                [FieldError("Idempotency-Key", "must be 1-255 characters")],
+            )
+        unique = hashlib.sha256(f"{resource}|{deployment}|{kind}|{key}".encode()).hexdigest()[:32]
+    else:
+        unique = uuid.uuid4().hex
+    return f"{deployment}::{kind}::{unique}"
+
+
+async def _start(
+    client: df.DurableOrchestrationClient, orchestrator: str, run_id: str, state: dict[str, Any], req: func.HttpRequest
+) -> dict[str, Any] | None:
+    """Starts the orchestration, or returns the view of the run an earlier request with the same Idempotency-Key
+    already started (never a second run, never a restart of a finished one)."""
+    if req.headers.get("Idempotency-Key"):
+        existing = await client.get_status(run_id, show_input=True)
+        if existing and existing.instance_id:
+            return run_view(existing)
+        try:
+            await client.start_new(orchestrator, run_id, state)
+        except Exception:  # a concurrent twin started it first (the host answers 409)
+            existing = await client.get_status(run_id, show_input=True)
+            if existing and existing.instance_id:
+                return run_view(existing)
+            raise
+        return None
+    await client.start_new(orchestrator, run_id, state)
+    return None
 
 
 def _base(req: func.HttpRequest) -> str:
@@ -128,7 +164,7 @@ async def _start_batch(
     now = datetime.now(UTC)
     window = attributes.get("completionWindow") or "24h"
     state = BatchRunState(
-        run_id=new_run_id(job.imported.deployment, "batch"),
+        run_id=new_run_id(job.imported.deployment, "batch", req, job.resource),
         resource=job.resource,
         external_id=job.external_id,
         deployment=job.imported.deployment,
@@ -141,9 +177,9 @@ async def _start_batch(
         input_file_secret=attributes.get("inputFileSecret"),
         metadata=metadata,
     )
-    await client.start_new("batch_run", state.run_id, state.to_dict())
-    view = state.resource_view() | _links(req, state.run_id, "batch")
-    return json_response(view, status=202, headers={"Location": view["statusUrl"]})
+    earlier = await _start(client, "batch_run", state.run_id, state.to_dict(), req)
+    view = (earlier or state.resource_view()) | _links(req, state.run_id, "batch")
+    return json_response(view, status=200 if earlier else 202, headers={"Location": view["statusUrl"]})
 
 
 async def _start_chat(
@@ -175,7 +211,7 @@ async def _start_chat(
         )
     monitor = resource.portal_url
     run = ChatRun(
-        run_id=new_run_id(job.imported.deployment, "chat"),
+        run_id=new_run_id(job.imported.deployment, "chat", req, job.resource),
         resource=job.resource,
         external_id=job.external_id,
         deployment=job.imported.deployment,
@@ -186,9 +222,9 @@ async def _start_chat(
         max_tokens=job.attributes.get("maxTokens"),
         temperature=job.attributes.get("temperature"),
     )
-    await client.start_new("chat_run", run.run_id, run.to_dict())
-    view = run.resource_view("Starting") | _links(req, run.run_id, "chat")
-    return json_response(view, status=202, headers={"Location": view["statusUrl"]})
+    earlier = await _start(client, "chat_run", run.run_id, run.to_dict(), req)
+    view = (earlier or run.resource_view("Starting")) | _links(req, run.run_id, "chat")
+    return json_response(view, status=200 if earlier else 202, headers={"Location": view["statusUrl"]})
 
 
 def _metadata(value: Any) -> dict[str, str]:

@@ -174,3 +174,21 @@ def test_quota_enforced_at_validation_resubmits_after_the_failed_batch(app: App,
     assert (batches[0]["metadata"]["runAttempt"], batches[0]["status"]) == ("1", "failed")
     assert batches[-1]["status"] == "completed"
     assert done["runId"] == batches[-1]["id"]
+
+
+def test_a_retried_start_with_the_same_idempotency_key_is_the_same_run(app: App) -> None:
+    file_id = app.upload(batch_lines(3))
+    headers = {"Idempotency-Key": "nightly-2026-11-26"}
+
+    first = app.call("POST", f"jobs/{JOB}/runs", json={"inputFileId": file_id}, headers=headers)
+    again = app.call("POST", f"jobs/{JOB}/runs", json={"inputFileId": file_id}, headers=headers)
+    run = app.wait(first.json()["id"])
+    after = app.call("POST", f"jobs/{JOB}/runs", json={"inputFileId": file_id}, headers=headers)
+    other = app.call("POST", f"jobs/{JOB}/runs", json={"inputFileId": file_id}, headers={"Idempotency-Key": "x"})
+
+    assert (first.status_code, again.status_code, after.status_code) == (202, 200, 200)
+    assert first.json()["id"] == again.json()["id"] == after.json()["id"]
+    assert after.json()["status"] == run["status"] == "Success"
+    assert other.status_code == 202
+    assert other.json()["id"] != first.json()["id"]
+    assert len(app.batches_of(run["id"])) == 1
