@@ -64,6 +64,17 @@ class App:
 
         return wait_for(reached, timeout=timeout, interval=0.1, what=f"run {run_id}")
 
+    def limit_quota(self, enqueued_tokens: int) -> None:
+        """Gives the batch deployment this enqueued-token limit."""
+        self.emulator.put_deployment(
+            RESOURCE,
+            "gpt-4o-batch",
+            model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
+            sku={"name": "GlobalBatch", "capacity": 1},
+            capabilities={"chatCompletion": "true"},
+            enqueuedTokenLimit=enqueued_tokens,
+        )
+
     def batches_of(self, run_id: str, resource: str = RESOURCE) -> list[dict[str, Any]]:
         return [b for b in self.emulator.batches(resource) if (b.get("metadata") or {}).get("runId") == run_id]
 

@@ -78,14 +78,7 @@ def test_cancel_ends_cancelled_with_partial_counts(app: App, emulator: RunningEm
 
 
 def test_cancel_before_the_batch_exists_creates_none(app: App, emulator: RunningEmulator) -> None:
-    emulator.put_deployment(
-        RESOURCE,
-        "gpt-4o-batch",
-        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
-        sku={"name": "GlobalBatch", "capacity": 1},
-        capabilities={"chatCompletion": "true"},
-        enqueuedTokenLimit=1,
-    )  # every submit is refused for quota: the run stays Starting
+    app.limit_quota(1)  # every submit is refused for quota: the run stays Starting
     started = app.start(JOB, {"inputFileId": app.upload(batch_lines(2))})
     app.wait(started["id"], until=lambda r: r.get("phase") == "quota")
 
@@ -107,14 +100,7 @@ def test_file_of_another_resource_fails_with_input_file_not_found_and_hint(app: 
 
 
 def test_exhausted_token_quota_shows_starting_then_succeeds_once_it_frees(app: App, emulator: RunningEmulator) -> None:
-    emulator.put_deployment(
-        RESOURCE,
-        "gpt-4o-batch",
-        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
-        sku={"name": "GlobalBatch", "capacity": 1},
-        capabilities={"chatCompletion": "true"},
-        enqueuedTokenLimit=200,
-    )
+    app.limit_quota(200)
     emulator.set_speeds(RESOURCE, requestsPerSecond=0.5)  # the first batch holds the quota for ~20 emulated s
     first = app.start(JOB, {"inputFileId": app.upload(batch_lines(10))})
     app.wait(first["id"], until=lambda r: r.get("runId") is not None)
@@ -153,14 +139,7 @@ def test_quota_enforced_at_validation_resubmits_after_the_failed_batch(app: App,
     requests.patch(
         f"{emulator.control}/resources/{RESOURCE}", json={"quotaCheck": "validation"}, timeout=10
     ).raise_for_status()
-    emulator.put_deployment(
-        RESOURCE,
-        "gpt-4o-batch",
-        model={"format": "OpenAI", "name": "gpt-4o", "version": "1"},
-        sku={"name": "GlobalBatch", "capacity": 1},
-        capabilities={"chatCompletion": "true"},
-        enqueuedTokenLimit=200,
-    )
+    app.limit_quota(200)
     emulator.set_speeds(RESOURCE, requestsPerSecond=0.5)
     first = app.start(JOB, {"inputFileId": app.upload(batch_lines(10))})
     app.wait(first["id"], until=lambda r: r.get("runId") is not None)

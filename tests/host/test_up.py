@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from azure.data.tables import TableServiceClient
 
 from tests.conftest import ROOT, wait_for
 
@@ -18,7 +19,7 @@ from tests.conftest import ROOT, wait_for
 def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None:
     state = tmp_path / "stack"
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state)],
+        [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state), "--time-scale", "5"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -36,12 +37,18 @@ def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None
         keyed = requests.get(
             f"{functions['baseUrl']}/admin/host/status", params={"code": functions["masterKey"]}, timeout=10
         )
+        tables = TableServiceClient.from_connection_string(endpoints["storage"]["connectionString"])
+        tables.create_table_if_not_exists("stacktest")
+        table_names = [t.name for t in tables.list_tables()]
+        clock = requests.get(f"{endpoints['emulator']['control']}/clock", timeout=5).json()
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0].decode()
 
     assert set(functions) >= {"baseUrl", "key", "masterKey", "systemKey", "taskHub", "durableTaskWebhook"}
-    assert "storage" in endpoints
+    assert "stacktest" in table_names  # Azurite answers on the published connection string
+    assert clock["scale"] == 5.0  # the emulators run on the stack's clock
+    assert (state / "azurite").is_dir()
     assert health.status_code == 200
     assert keyed.json()["state"] == "Running"
     assert process.returncode == 0, output
