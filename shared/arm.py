@@ -107,9 +107,16 @@ class ArmClient:
         return body
 
     def _check_same_origin(self, url: str) -> None:
-        # The bearer token goes wherever nextLink points: only ever to the ARM endpoint we were configured with.
-        if urlsplit(url)[:2] != urlsplit(self.endpoint)[:2]:
+        # The bearer token goes wherever nextLink points: only ever to the ARM endpoint we were configured with
+        # (host names compare without case, and an explicit default port is the same origin).
+        if _origin(url) != _origin(self.endpoint):
             raise ArmError(None, "UnexpectedNextLink", "ARM returned a nextLink to another host")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme.lower())
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
 
 
 def _arm_error(response: requests.Response) -> tuple[str, str]:

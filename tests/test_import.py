@@ -295,6 +295,7 @@ def test_arm_client_refuses_next_link_to_another_host() -> None:
     client = ArmClient("https://management.azure.com", ManagedIdentityCredential())
 
     client._check_same_origin("https://management.azure.com/subscriptions/x?$skipToken=2")
+    client._check_same_origin("https://Management.Azure.com:443/subscriptions/x?$skipToken=2")
     with pytest.raises(ArmError) as raised:
         client._check_same_origin("https://attacker.example/collect")
 
