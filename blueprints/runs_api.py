@@ -142,6 +142,7 @@ async def _start_batch(
         attributes = merge_attributes(JobType.BATCH, current, overrides)
     except Problem as problem:  # name the body's fields, not the stored attributes'
         problem.errors = [FieldError(e.field.removeprefix("attributes."), e.message) for e in problem.errors]
+        problem.detail = f"Invalid fields: {', '.join(e.field for e in problem.errors)}."
         raise
     if not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
         raise Problem(

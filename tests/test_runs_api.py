@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import azure.functions as func
@@ -103,7 +104,8 @@ def test_batch_job_without_an_input_file_is_400() -> None:
 )
 def test_bad_batch_run_bodies_are_400_naming_the_field(body: dict[str, Any], fields: list[str]) -> None:
     import_now()
-    assert_problem(start("gpt-4o-batch::batch", body), 400, *fields)
+    problem = assert_problem(start("gpt-4o-batch::batch", body), 400, *fields)
+    assert "attributes." not in json.dumps(problem)  # the body's names, not the stored attributes'
 
 
 def test_malformed_json_body_is_400() -> None:
