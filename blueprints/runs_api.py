@@ -110,7 +110,6 @@ async def _start_batch(
 ) -> func.HttpResponse:
     from shared.jobs import BATCH_SKUS, JobType, merge_attributes
     from shared.runs import BatchRunState
-    from shared.settings import get_settings
 
     if not job.imported.batch_capable:
         raise Problem(
@@ -154,14 +153,7 @@ async def _start_batch(
             [FieldError("inputFileId", "is required (or inputFileSecret)")],
         )
     metadata = _metadata(body.get("metadata"))
-    resource = get_settings().resource(job.resource)
-    if resource is None:
-        raise Problem(
-            409,
-            "resource-not-configured",
-            "Resource not configured",
-            f"The job's resource '{job.resource}' is no longer in AZURE_OPENAI_RESOURCES.",
-        )
+    resource = _configured_resource(job.resource)
     now = datetime.now(UTC)
     window = attributes.get("completionWindow") or "24h"
     state = BatchRunState(
@@ -187,7 +179,6 @@ async def _start_chat(
     req: func.HttpRequest, client: df.DurableOrchestrationClient, job: Any, body: dict[str, Any]
 ) -> func.HttpResponse:
     from shared.chat import ChatRun
-    from shared.settings import get_settings
 
     if job.status.value != "active":
         raise Problem(409, "job-not-runnable", "Job not runnable", job.imported.reason or "The job cannot run.")
@@ -202,14 +193,7 @@ async def _start_chat(
         errors.append(FieldError("system_prompt", "must be a string"))
     if errors:
         raise Problem(400, "validation-failed", "The request is not valid", "Invalid run inputs.", errors)
-    resource = get_settings().resource(job.resource)
-    if resource is None:
-        raise Problem(
-            409,
-            "resource-not-configured",
-            "Resource not configured",
-            f"The job's resource '{job.resource}' is no longer in AZURE_OPENAI_RESOURCES.",
-        )
+    resource = _configured_resource(job.resource)
     monitor = resource.portal_url
     run = ChatRun(
         run_id=new_run_id(job.imported.deployment, "chat", req, job.resource),
@@ -226,6 +210,21 @@ async def _start_chat(
     earlier = await _start(client, "chat_run", run.run_id, run.to_dict(), req)
     view = (earlier or run.resource_view("Starting")) | _links(req, run.run_id, "chat")
     return json_response(view, status=200 if earlier else 202, headers={"Location": view["statusUrl"]})
+
+
+def _configured_resource(name: str) -> Any:
+    """The job's resource from the settings; 409 when it is no longer configured (nothing to run against)."""
+    from shared.settings import get_settings
+
+    resource = get_settings().resource(name)
+    if resource is None:
+        raise Problem(
+            409,
+            "resource-not-configured",
+            "Resource not configured",
+            f"The job's resource '{name}' is no longer in AZURE_OPENAI_RESOURCES.",
+        )
+    return resource
 
 
 def _metadata(value: Any) -> dict[str, str]:

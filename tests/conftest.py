@@ -93,6 +93,19 @@ class RunningEmulator:
         return float(requests.get(f"{self.control}/clock", timeout=10).json()["now"])
 
 
+def identity_token(emulator: RunningEmulator, resource: str) -> str:
+    """An access token for `resource` from the emulator's managed-identity endpoint, as App Service hands it out."""
+    identity = emulator.endpoints["identity"]
+    response = requests.get(
+        identity["endpoint"],
+        params={"resource": resource, "api-version": "2019-08-01"},
+        headers={"X-IDENTITY-HEADER": identity["header"]},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
 def start_emulator(
     state_dir: Path, *, time_scale: float, config: Path = TEST_CONFIG, extra_args: list[str] | None = None
 ) -> RunningEmulator:

@@ -20,7 +20,7 @@ from devstack.emulator.arm_api import ResourceManager
 from devstack.emulator.config import EmulatorConfig
 from devstack.emulator.errors import ServiceError
 from devstack.emulator.state import EmulatorState
-from tests.conftest import TEST_CONFIG, RunningEmulator
+from tests.conftest import TEST_CONFIG, RunningEmulator, identity_token
 
 API_VERSION = "2023-05-01"
 EASTUS = "aoai-devstack-eastus"
@@ -35,15 +35,7 @@ CONFIG = EmulatorConfig.load(TEST_CONFIG)
 
 
 def fetch_token(emulator: RunningEmulator, resource: str = "https://management.azure.com") -> str:
-    identity = emulator.endpoints["identity"]
-    response = requests.get(
-        identity["endpoint"],
-        params={"resource": resource, "api-version": "2019-08-01"},
-        headers={"X-IDENTITY-HEADER": identity["header"]},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    return identity_token(emulator, resource)
 
 
 class Arm:

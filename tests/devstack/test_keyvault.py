@@ -15,7 +15,7 @@ from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import ApiVersion, SecretClient
 
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, identity_token
 
 CONFIGURED_SECRET = ("configured-secret", "file-0123456789abcdef0123456789abcdef")  # tests/emulator-config.json
 VERSION = re.compile(r"[0-9a-f]{32}")
@@ -27,15 +27,7 @@ NOT_FOUND_TAIL = (
 
 
 def fetch_token(emulator: RunningEmulator, resource: str = "https://vault.azure.net") -> str:
-    identity = emulator.endpoints["identity"]
-    response = requests.get(
-        identity["endpoint"],
-        params={"resource": resource, "api-version": "2019-08-01"},
-        headers={"X-IDENTITY-HEADER": identity["header"]},
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
+    return identity_token(emulator, resource)
 
 
 @pytest.fixture
