@@ -132,13 +132,13 @@ async def serve(options: Options) -> None:
     vault_url = f"https://{shown_host}:{vault_sock.getsockname()[1]}"
     published = endpoints(state, base_url, vault_url, ca_bundle)
     endpoints_file = options.endpoints_file or options.state_dir / "endpoints.json"
-    write_json_atomically(endpoints_file, published)
-    _announce(published, clock)
-
+    # Stop on a signal before announcing readiness: whoever reads endpoints.json may stop us at once.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    write_json_atomically(endpoints_file, published)
+    _announce(published, clock)
     try:
         await stop.wait()
     finally:
