@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Generator
 from typing import Any
 
 import azure.durable_functions as df
 
 bp = df.Blueprint()
+logger = logging.getLogger(__name__)
 
 CHAT_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_of_attempts=4)
 
 
 @bp.orchestration_trigger(context_name="context")
 def chat_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
-    from shared.chat import ChatRun
+    from shared.chat import UNANSWERED, ChatRun
+    from shared.runs import Failure, RunStatus, iso
 
     run = ChatRun.from_dict(context.get_input())
-    started = context.current_utc_datetime.isoformat().replace("+00:00", "Z")
-    context.set_custom_status(run.resource_view("Running", started_at=started))
+    started = iso(context.current_utc_datetime)
+    context.set_custom_status(run.resource_view(RunStatus.RUNNING, started_at=started))
     try:
         result = yield context.call_activity_with_retry("complete_chat", CHAT_RETRY, run.to_dict())
-    except Exception as error:
-        message = str(error).split("Exception: ", 1)[-1].strip()
-        result = {"error": {"code": "chat_failed", "message": message}}
-    ended = context.current_utc_datetime.isoformat().replace("+00:00", "Z")
-    if "error" in result:
-        view = run.resource_view("Failed", failure=result["error"], started_at=started, ended_at=ended)
+    except Exception as error:  # the details go to the logs; the run says the cause in a sentence
+        if not context.is_replaying:
+            logger.warning("chat run %s: the completion failed: %s", run.run_id, error)
+        result = {"failure": UNANSWERED.to_dict()}
+    ended = iso(context.current_utc_datetime)
+    if "failure" in result:
+        failure = Failure.from_dict(result["failure"])
+        view = run.resource_view(RunStatus.FAILED, failure=failure, started_at=started, ended_at=ended)
     else:
-        view = run.resource_view("Success", outputs=result, started_at=started, ended_at=ended)
+        view = run.resource_view(RunStatus.SUCCESS, outputs=result, started_at=started, ended_at=ended)
     context.set_custom_status(view)
     return view
 

@@ -25,18 +25,34 @@ def problem_response(problem: Problem) -> func.HttpResponse:
     return func.HttpResponse(problem.to_json(), status_code=problem.status, mimetype=PROBLEM_CONTENT_TYPE)
 
 
+MAX_JSON_BODY = 1024 * 1024  # bytes: a start request or a job's attributes, never a whole input
+MAX_JSON_DEPTH = 32  # nesting levels: no request of this API needs more
+
+
 def json_body(req: func.HttpRequest) -> dict[str, Any]:
-    """The request body as a JSON object, or a 400 saying why it is not one."""
+    """The request body as a JSON object, or a 413 / 400 saying why it is not one."""
+    raw = req.get_body() or b""
+    if len(raw) > MAX_JSON_BODY:
+        raise Problem(
+            413,
+            "body-too-large",
+            "The body is too large",
+            f"The request body has {len(raw):,} bytes; this operation takes at most {MAX_JSON_BODY:,}.",
+            [FieldError("body", f"must be at most {MAX_JSON_BODY:,} bytes")],
+        )
     try:
-        body = json.loads(req.get_body() or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(raw or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        too_deep = isinstance(exc, RecursionError)
         raise Problem(
             400,
             "malformed-body",
             "The body is not JSON",
-            "The request body must be a JSON object.",
-            [FieldError("body", "is not valid JSON")],
-        ) from exc
+            f"The request body is nested more than {MAX_JSON_DEPTH} levels deep."
+            if too_deep
+            else "The request body must be a JSON object.",
+            [FieldError("body", "is nested too deeply" if too_deep else "is not valid JSON")],
+        ) from None
     if not isinstance(body, dict):
         raise Problem(
             400,
@@ -45,7 +61,33 @@ def json_body(req: func.HttpRequest) -> dict[str, Any]:
             "The request body must be a JSON object.",
             [FieldError("body", "must be a JSON object")],
         )
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise Problem(
+            400,
+            "malformed-body",
+            "The body is nested too deeply",
+            f"The request body is nested more than {MAX_JSON_DEPTH} levels deep.",
+            [FieldError("body", "is nested too deeply")],
+        )
     return body
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON containers nest in `value` (without recursion, whatever the depth)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:  # beyond that the answer is already known
+                stack.extend((child, level + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def api_base(url: str) -> str:
+    """The API's base URL (…/api) from a request URL, for links in replies."""
+    path = url.split("?", 1)[0]
+    return path[: path.index("/api/") + 4] if "/api/" in path else ""
 
 
 def problems_as_responses(handler: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,25 +10,16 @@ from urllib.parse import urlsplit
 import requests
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.http import DEFAULT_TIMEOUT_SECONDS, azure_session
+from shared.http import DEFAULT_TIMEOUT_SECONDS, AzureError, azure_session
 from shared.settings import OpenAIResource
 
 ARM_SCOPE = "https://management.azure.com/.default"
 DEPLOYMENTS_API_VERSION = "2023-05-01"
+ARM = "ARM"  # the service name in errors
 
 
 class TokenCredential(Protocol):
     def get_token(self, *scopes: str, **kwargs: Any) -> Any: ...
-
-
-class ArmError(Exception):
-    """ARM refused or failed a request. `status` is the HTTP status (None when no reply came), `code` ARM's code."""
-
-    def __init__(self, status: int | None, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}" if status is None else f"ARM {status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -93,16 +84,17 @@ class ArmClient:
         try:
             token = self.credential.get_token(ARM_SCOPE).token
         except ClientAuthenticationError as exc:
-            raise ArmError(None, "CredentialUnavailable", "could not get a token for ARM from the identity") from exc
+            raise AzureError(
+                ARM, None, "CredentialUnavailable", "could not get a token for ARM from the identity"
+            ) from exc
         try:
             response = self.session.get(
                 url, params=params, timeout=self.timeout, headers={"Authorization": f"Bearer {token}"}
             )
         except requests.RequestException as exc:
-            raise ArmError(None, "ConnectionFailed", f"no reply from ARM ({type(exc).__name__})") from exc
+            raise AzureError(ARM, None, "ConnectionFailed", f"no reply from ARM ({type(exc).__name__})") from exc
         if response.status_code != 200:
-            code, message = _arm_error(response)
-            raise ArmError(response.status_code, code, message)
+            raise AzureError.from_response(ARM, response)
         body: dict[str, Any] = response.json()
         return body
 
@@ -110,18 +102,10 @@ class ArmClient:
         # The bearer token goes wherever nextLink points: only ever to the ARM endpoint we were configured with
         # (host names compare without case, and an explicit default port is the same origin).
         if _origin(url) != _origin(self.endpoint):
-            raise ArmError(None, "UnexpectedNextLink", "ARM returned a nextLink to another host")
+            raise AzureError(ARM, None, "UnexpectedNextLink", "ARM returned a nextLink to another host")
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:
     parts = urlsplit(url)
     default = {"https": 443, "http": 80}.get(parts.scheme.lower())
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port or default
-
-
-def _arm_error(response: requests.Response) -> tuple[str, str]:
-    try:
-        error = response.json().get("error") or {}
-        return str(error.get("code") or response.status_code), str(error.get("message") or response.reason)
-    except ValueError:
-        return str(response.status_code), str(response.reason)

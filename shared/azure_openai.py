@@ -9,34 +9,157 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.arm import TokenCredential
-from shared.http import DEFAULT_TIMEOUT_SECONDS, MAX_RETRY_AFTER_SECONDS, TRANSIENT_STATUSES, azure_session
+from shared.http import DEFAULT_TIMEOUT_SECONDS, MAX_RETRY_AFTER_SECONDS, AzureError, azure_session
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 THROTTLE_RETRIES = 4  # further attempts of a throttled (429) chat completion
+BATCH_PAGE_SIZE = 100  # the most Azure returns per page of the batch list
 THROTTLE_BACKOFF = 0.5  # seconds before the first retry when Azure names no Retry-After; doubles each time
 
 
-class AzureOpenAIError(Exception):
-    """The service refused or failed a request. `status` is None when Azure gave no reply: the request was lost
-    (its outcome is unknown) or could not be sent (no token); both are worth retrying."""
+AZURE_OPENAI = "Azure OpenAI"  # the service name in errors
+BATCH_STAMPS = (
+    "created_at",
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+    "expires_at",
+)
 
-    def __init__(self, status: int | None, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{code}: {message}" if status is None else f"Azure OpenAI {status} {code}: {message}")
-        self.status = status
-        self.code = code
-        self.message = message
-        self.retry_after = retry_after
 
-    @property
-    def transient(self) -> bool:
-        """Worth retrying later: throttled, a server error, or no reply at all."""
-        return self.status is None or self.status in TRANSIENT_STATUSES
+@dataclass(frozen=True)
+class BatchError:
+    """One entry of a batch's `errors.data`: why validation failed, with the input line where Azure names one."""
+
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch as Azure OpenAI describes it (times are Unix seconds; absent ones are None)."""
+
+    id: str
+    status: str
+    input_file_id: str | None = None
+    endpoint: str | None = None
+    completion_window: str | None = None
+    created_at: int | None = None
+    in_progress_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    expires_at: int | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int | None = None
+    completed: int | None = None
+    failed: int | None = None
+    errors: tuple[BatchError, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_azure(cls, data: dict[str, Any]) -> Batch:
+        """Tolerates the service's quirks: "" for absent file ids, 0 or null for absent times, null
+        `request_counts` after a failed validation, `errors` as null."""
+        counts = data.get("request_counts") or {}
+        errors = (data.get("errors") or {}).get("data") or []
+        return cls(
+            id=str(data["id"]),
+            status=str(data.get("status") or "validating"),
+            input_file_id=data.get("input_file_id") or None,
+            endpoint=data.get("endpoint") or None,
+            completion_window=data.get("completion_window") or None,
+            **{name: _whole(data.get(name)) or None for name in BATCH_STAMPS},
+            output_file_id=data.get("output_file_id") or None,
+            error_file_id=data.get("error_file_id") or None,
+            total=_whole(counts.get("total")),
+            completed=_whole(counts.get("completed")),
+            failed=_whole(counts.get("failed")),
+            errors=tuple(
+                BatchError(
+                    code=str(error.get("code") or "failed"),
+                    message=str(error.get("message") or ""),
+                    line=_whole(error.get("line")),
+                    param=str(error["param"]) if error.get("param") is not None else None,
+                )
+                for error in errors
+                if isinstance(error, dict)
+            ),
+            metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+        )
+
+
+@dataclass(frozen=True)
+class File:
+    """A file as Azure OpenAI describes it; a batch input is usable once its status is `processed`."""
+
+    id: str
+    purpose: str
+    status: str
+    bytes: int | None = None
+    filename: str | None = None
+    created_at: int | None = None
+    status_details: str | None = None
+
+    @classmethod
+    def from_azure(cls, data: dict[str, Any]) -> File:
+        return cls(
+            id=str(data["id"]),
+            purpose=str(data.get("purpose") or ""),
+            status=str(data.get("status") or ""),
+            bytes=_whole(data.get("bytes")),
+            filename=data.get("filename") or None,
+            created_at=_whole(data.get("created_at")),
+            status_details=data.get("status_details") or None,
+        )
+
+
+@dataclass(frozen=True)
+class ChatCompletion:
+    """The first choice of a chat completion, and what it used."""
+
+    content: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+
+    @classmethod
+    def from_azure(cls, data: dict[str, Any]) -> ChatCompletion:
+        choice = (data.get("choices") or [{}])[0]
+        usage = data.get("usage") or {}
+        return cls(
+            content=(choice.get("message") or {}).get("content"),
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=_whole(usage.get("prompt_tokens")),
+            completion_tokens=_whole(usage.get("completion_tokens")),
+            total_tokens=_whole(usage.get("total_tokens")),
+        )
+
+
+def _whole(value: Any) -> int | None:
+    """An integer field of a reply, or None when it is absent or not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
 
 
 class AzureOpenAIClient:
@@ -62,7 +185,7 @@ class AzureOpenAIClient:
     # Batches -------------------------------------------------------------------------------------------------
     def create_batch(
         self, input_file_id: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None = None
-    ) -> dict[str, Any]:
+    ) -> Batch:
         """POST /openai/batches with exactly Azure's body; one attempt, never retried."""
         body: dict[str, Any] = {
             "input_file_id": input_file_id,
@@ -71,49 +194,48 @@ class AzureOpenAIClient:
         }
         if metadata:
             body["metadata"] = metadata
-        return self._call("POST", "batches", json=body)
+        return Batch.from_azure(self._call("POST", "batches", json=body))
 
-    def get_batch(self, batch_id: str) -> dict[str, Any]:
-        return self._call("GET", f"batches/{batch_id}")
+    def get_batch(self, batch_id: str) -> Batch:
+        return Batch.from_azure(self._call("GET", f"batches/{_segment(batch_id)}"))
 
-    def cancel_batch(self, batch_id: str) -> dict[str, Any]:
-        return self._call("POST", f"batches/{batch_id}/cancel")
+    def cancel_batch(self, batch_id: str) -> Batch:
+        return Batch.from_azure(self._call("POST", f"batches/{_segment(batch_id)}/cancel"))
 
-    def list_batches(self, after: str | None = None, limit: int = 100) -> dict[str, Any]:
-        params: dict[str, str] = {"limit": str(limit)}
-        if after:
-            params["after"] = after
-        return self._call("GET", "batches", params=params)
-
-    def iter_batches(self) -> Iterator[dict[str, Any]]:
+    def list_batches(self) -> Iterator[Batch]:
         """Every batch of the resource, newest first, paging with `after` behind the scenes."""
         after = None
         while True:
-            page = self.list_batches(after=after)
-            yield from page.get("data") or []
+            params = {"limit": str(BATCH_PAGE_SIZE)} | ({"after": after} if after else {})
+            page = self._call("GET", "batches", params=params)
+            for item in page.get("data") or []:
+                yield Batch.from_azure(item)
             if not page.get("has_more") or not page.get("last_id"):
                 return
-            after = page["last_id"]
+            after = str(page["last_id"])
 
-    def find_batch(self, metadata: dict[str, str], created_since: int) -> dict[str, Any] | None:
+    def find_batch(self, metadata: dict[str, str], created_since: int) -> Batch | None:
         """The newest batch whose metadata has every pair of `metadata`, looking back to `created_since`."""
-        for batch in self.iter_batches():
-            found = batch.get("metadata") or {}
-            if all(found.get(key) == value for key, value in metadata.items()):
+        for batch in self.list_batches():
+            if all(batch.metadata.get(key) == value for key, value in metadata.items()):
                 return batch
-            created = batch.get("created_at")
-            if created and int(created) < created_since:
+            if batch.created_at and batch.created_at < created_since:
                 return None
         return None
 
+    # Files ---------------------------------------------------------------------------------------------------
+    def get_file(self, file_id: str) -> File:
+        return File.from_azure(self._call("GET", f"files/{_segment(file_id)}"))
+
     # Chat ----------------------------------------------------------------------------------------------------
-    def chat_completion(self, deployment: str, body: dict[str, Any]) -> dict[str, Any]:
+    def chat_completion(self, deployment: str, body: dict[str, Any]) -> ChatCompletion:
         """POST …/chat/completions. A 429 means Azure did not run the request, so it is retried (at most
         THROTTLE_RETRIES times, waiting as Retry-After says, capped); any other failure is raised at once."""
         for attempt in range(THROTTLE_RETRIES + 1):
             try:
-                return self._call("POST", f"deployments/{deployment}/chat/completions", json=body)
-            except AzureOpenAIError as error:
+                reply = self._call("POST", f"deployments/{_segment(deployment)}/chat/completions", json=body)
+                return ChatCompletion.from_azure(reply)
+            except AzureError as error:
                 if error.status != 429 or attempt == THROTTLE_RETRIES:
                     raise
                 wait = error.retry_after if error.retry_after is not None else THROTTLE_BACKOFF * 2**attempt
@@ -129,8 +251,8 @@ class AzureOpenAIClient:
             token = self.credential.get_token(COGNITIVE_SCOPE).token
         except ClientAuthenticationError as exc:
             # Not Azure's 401: nothing was sent, and an identity endpoint that failed may well answer next time.
-            raise AzureOpenAIError(
-                None, "CredentialUnavailable", "could not get a token for Azure OpenAI from the identity"
+            raise AzureError(
+                AZURE_OPENAI, None, "CredentialUnavailable", "could not get a token for Azure OpenAI from the identity"
             ) from exc
         return {"Authorization": f"Bearer {token}"}
 
@@ -147,29 +269,13 @@ class AzureOpenAIClient:
                 **kwargs,
             )
         except requests.RequestException as exc:
-            raise AzureOpenAIError(None, "NoReply", f"no reply from Azure OpenAI ({type(exc).__name__})") from exc
+            raise AzureError(AZURE_OPENAI, None, "NoReply", f"no reply ({type(exc).__name__})") from exc
         if response.status_code >= 400:
-            raise _error(response)
+            raise AzureError.from_response(AZURE_OPENAI, response)
         body: dict[str, Any] = response.json()
         return body
 
 
-def _error(response: requests.Response) -> AzureOpenAIError:
-    retry_after = None
-    for header, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
-        value = response.headers.get(header)
-        if value and value.replace(".", "", 1).isdigit():
-            retry_after = float(value) * scale
-            break
-    try:
-        body = response.json()
-    except ValueError:
-        body = {}
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        code, message = str(error.get("code") or response.status_code), str(error.get("message") or "")
-    elif isinstance(body, dict) and "message" in body:  # the unwrapped 401 body of bearer-token failures
-        code, message = str(body.get("statusCode", response.status_code)), str(body["message"])
-    else:
-        code, message = str(response.status_code), response.reason or ""
-    return AzureOpenAIError(response.status_code, code, message, retry_after)
+def _segment(value: str) -> str:
+    """An id as one URL path segment: ids come from Azure or from users, and neither may reach another route."""
+    return quote(value, safe="")

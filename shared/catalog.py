@@ -268,9 +268,14 @@ class Catalog:
             )
 
     # Cancel requests: durable, so a cancel survives even if its event is dropped (e.g. across continue-as-new)
-    def request_cancel(self, run_id: str, now: datetime) -> None:
+    def request_cancel(self, run_id: str, now: datetime) -> bool:
+        """Records that the run is to be cancelled; True when this is the first request to."""
         self.ensure_tables()
-        self.cancels.upsert_entity({"PartitionKey": "cancel", "RowKey": run_id, "RequestedAt": _stamp(now)})
+        try:
+            self.cancels.create_entity({"PartitionKey": "cancel", "RowKey": run_id, "RequestedAt": _stamp(now)})
+        except ResourceExistsError:
+            return False
+        return True
 
     def cancel_requested(self, run_id: str) -> bool:
         self.ensure_tables()

@@ -5,8 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from shared.runs import Failure, RunStatus
+
 if TYPE_CHECKING:  # the orchestrator imports this module: keep requests and azure.core out of its first episode
     from shared.azure_openai import AzureOpenAIClient
+
+
+UNANSWERED = Failure.of(
+    "chat_failed", "Azure OpenAI stayed busy or unreachable after several tries; the completion did not run."
+)
 
 
 @dataclass
@@ -45,21 +52,20 @@ class ChatRun:
 
     def resource_view(
         self,
-        status: str,
+        status: RunStatus,
         *,
         outputs: dict[str, Any] | None = None,
-        failure: dict[str, Any] | None = None,
+        failure: Failure | None = None,
         started_at: str | None = None,
         ended_at: str | None = None,
     ) -> dict[str, Any]:
-        ended = status in ("Success", "Failed")
         return {
             "id": self.run_id,
-            "runId": f"{self.deployment}#sync#{status}" if ended else None,
+            "runId": f"{self.deployment}#sync#{status.value}" if status.is_terminal else None,
             "jobId": self.external_id,
             "jobType": "chat_completion",
             "resource": self.resource,
-            "status": status,
+            "status": status.value,
             "azureStatus": None,
             "requestedAt": self.requested_at,
             "startedAt": started_at,
@@ -72,30 +78,29 @@ class ChatRun:
                 "total_tokens": None,
                 "finish_reason": None,
             },
-            "failure": failure,
+            "failure": failure.to_dict() if failure else None,
             "monitorUrl": self.monitor_url,
             "progress": None,
         }
 
 
 def complete(run: ChatRun, client: AzureOpenAIClient) -> dict[str, Any]:
-    """The job's outputs. Errors after which Azure did not process the request (429, 503, or no token to send it
-    with) are raised so the orchestration retries them; any other (a refusal, a 500, a lost reply) is returned as
-    `{"error": ...}`, since retrying a completion that may have run would pay for it twice."""
-    from shared.azure_openai import AzureOpenAIError
+    """The job's outputs, or `{"failure": ...}` when Azure refused or failed the request. Errors after which Azure
+    did not process the request (429, 503, or no token to send it with) are raised so the orchestration retries
+    them; any other (a refusal, a 500, a lost reply) is an answer, since retrying a completion that may have run
+    would pay for it twice."""
+    from shared.http import AzureError
 
     try:
         reply = client.chat_completion(run.deployment, run.request_body())
-    except AzureOpenAIError as error:
+    except AzureError as error:
         if error.status in (429, 503) or error.code == "CredentialUnavailable":
             raise
-        return {"error": {"code": error.code, "message": error.message, "status": error.status}}
-    choice = (reply.get("choices") or [{}])[0]
-    usage = reply.get("usage") or {}
+        return {"failure": Failure.of(error.code, error.message or f"Azure OpenAI answered {error.status}.").to_dict()}
     return {
-        "response": (choice.get("message") or {}).get("content"),
-        "prompt_tokens": usage.get("prompt_tokens"),
-        "completion_tokens": usage.get("completion_tokens"),
-        "total_tokens": usage.get("total_tokens"),
-        "finish_reason": choice.get("finish_reason"),
+        "response": reply.content,
+        "prompt_tokens": reply.prompt_tokens,
+        "completion_tokens": reply.completion_tokens,
+        "total_tokens": reply.total_tokens,
+        "finish_reason": reply.finish_reason,
     }

@@ -1,6 +1,9 @@
-"""The one retry policy for calls to Azure: bounded retries of transient failures, honoring Retry-After."""
+"""Calls to Azure: the one retry policy (bounded retries of transient failures, honoring Retry-After) and the one
+error type (`AzureError`) for every service the app calls over HTTP."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -49,3 +52,47 @@ def azure_session(retry: Retry | None = None) -> requests.Session:
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+class AzureError(Exception):
+    """An Azure service refused or failed a request: `status` is the HTTP status (None when no reply came: the
+    request was lost, its outcome unknown, or it could not be sent), `code` the service's error code, `message`
+    its message, `retry_after` the seconds it asked to wait (Retry-After / retry-after-ms)."""
+
+    def __init__(
+        self, service: str, status: int | None, code: str, message: str, retry_after: float | None = None
+    ) -> None:
+        super().__init__(f"{service}: {code}: {message}" if status is None else f"{service} {status} {code}: {message}")
+        self.service = service
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def transient(self) -> bool:
+        """Worth retrying later: throttled, a server error, or no reply at all."""
+        return self.status is None or self.status in TRANSIENT_STATUSES
+
+    @classmethod
+    def from_response(cls, service: str, response: requests.Response) -> AzureError:
+        """The error an HTTP reply carries: `{"error": {"code", "message"}}` as ARM and Azure OpenAI send it, or the
+        unwrapped `{"statusCode", "message"}` of Azure OpenAI's bearer-token failures, or the status alone."""
+        retry_after = None
+        for header, scale in (("retry-after-ms", 0.001), ("Retry-After", 1.0)):
+            value = response.headers.get(header)
+            if value and value.replace(".", "", 1).isdigit():
+                retry_after = float(value) * scale
+                break
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        error = body.get("error") if isinstance(body, dict) else None
+        if isinstance(error, dict):
+            code, message = str(error.get("code") or response.status_code), str(error.get("message") or "")
+        elif isinstance(body, dict) and "message" in body:
+            code, message = str(body.get("statusCode", response.status_code)), str(body["message"])
+        else:
+            code, message = str(response.status_code), response.reason or ""
+        return cls(service, response.status_code, code, message, retry_after)

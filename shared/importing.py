@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.arm import ArmClient, ArmError
+from shared.arm import ArmClient
 from shared.catalog import Catalog, ImportCounts, ImportInProgress
+from shared.http import AzureError
 from shared.jobs import classify
 from shared.settings import OpenAIResource
 
@@ -18,7 +19,7 @@ class ResourceImport:
 
     resource: str
     counts: ImportCounts | None = None
-    error: ArmError | None = None
+    error: AzureError | None = None
     busy: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def _import_resource(resource: OpenAIResource, arm: ArmClient, catalog: Catalog,
         deployments = list(arm.list_deployments(resource))
         jobs = [job for deployment in deployments for job in classify(deployment)]
         outcome.counts = catalog.apply_import(resource.name, jobs, now)
-    except ArmError as error:
+    except AzureError as error:
         outcome.error = error
     finally:
         catalog.release_import_lease(resource.name, owner, {**outcome.to_dict(), "at": now.isoformat()})

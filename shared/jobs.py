@@ -12,10 +12,12 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from shared.arm import ArmDeployment
 from shared.problems import FieldError, Problem
+
+if TYPE_CHECKING:  # the orchestrators import this module: keep requests and azure.core out of their episodes
+    from shared.arm import ArmDeployment
 
 BATCH_SUFFIX = "::batch"
 BATCH_SKUS = frozenset({"GlobalBatch", "DataZoneBatch"})

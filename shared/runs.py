@@ -1,16 +1,25 @@
-"""Runs of jobs: the state a batch run carries, Azure's batch as the run sees it, and the run resource.
+"""What every run shares, whatever its job type: its id, its status, how it failed, and its resource in the API.
 
-Everything here crosses the boundary between orchestrator and activities, so it is plain data that round-trips
-through JSON. No secret value ever enters it: an input file id read from Key Vault stays inside the activity
-that reads it.
+A run is one Durable Functions orchestration; its instance id is the run id. Nothing here knows Functions: the
+triggers hand over the orchestration's plain status values.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
+
+from shared.jobs import BATCH_SUFFIX, DEPLOYMENT_NAME, JobType, deployment_of
+from shared.problems import FieldError, Problem
+
+MAX_FAILURE_MESSAGE = 1_000  # characters: a cause in a sentence or two, never a traceback
+MAX_FAILURE_PARAM = 200
 
 
 class RunStatus(StrEnum):
@@ -20,21 +29,70 @@ class RunStatus(StrEnum):
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
+    @property
+    def is_terminal(self) -> bool:
+        return self in (RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED)
 
-TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCESS, RunStatus.FAILED, RunStatus.CANCELLED})
-AZURE_TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
-# The seed's mapping, plus `cancelled`, which its table lacks.
-_AZURE_TO_RUN = {
-    "validating": RunStatus.RUNNING,
-    "in_progress": RunStatus.RUNNING,
-    "finalizing": RunStatus.RUNNING,
-    "cancelling": RunStatus.RUNNING,
-    "completed": RunStatus.SUCCESS,
-    "failed": RunStatus.FAILED,
-    "expired": RunStatus.FAILED,
-    "cancelled": RunStatus.CANCELLED,
-}
+# Run ids --------------------------------------------------------------------------------------------------------
+
+_ID_TOKEN = {JobType.BATCH: "batch", JobType.CHAT_COMPLETION: "chat"}
+_TOKEN_TYPE = {token: job_type for job_type, token in _ID_TOKEN.items()}
+_RUN_ID = re.compile(r"^(?P<deployment>[^:]+)::(?P<kind>batch|chat)::(?P<unique>[0-9a-f]{32})$")
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True)
+class RunId:
+    """`<deployment>::<batch|chat>::<32 hex>`: readable in the portal's instance list, and safe in any URL."""
+
+    deployment: str
+    job_type: JobType
+    unique: str
+
+    def __str__(self) -> str:
+        return f"{self.deployment}::{_ID_TOKEN[self.job_type]}::{self.unique}"
+
+    @classmethod
+    def new(cls, resource: str, deployment: str, job_type: JobType, idempotency_key: str | None = None) -> RunId:
+        """A fresh run id; with an `Idempotency-Key` the unique part comes from the key, so a retried request names
+        the same run (and never starts a second one)."""
+        if idempotency_key is None:
+            return cls(deployment, job_type, uuid.uuid4().hex)
+        if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+            raise Problem(
+                400,
+                "validation-failed",
+                "The request is not valid",
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters.",
+                [FieldError("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")],
+            )
+        name = f"{resource}|{deployment}|{_ID_TOKEN[job_type]}|{idempotency_key}"
+        return cls(deployment, job_type, hashlib.sha256(name.encode()).hexdigest()[:32])
+
+    @classmethod
+    def parse(cls, text: str) -> RunId:
+        """The run id in `text`, or a 400 naming `runId`: nothing outside the grammar reaches the task hub."""
+        match = _RUN_ID.match(text)
+        if not match or not DEPLOYMENT_NAME.match(match["deployment"]):
+            raise Problem(
+                400,
+                "invalid-run-id",
+                "Invalid run id",
+                "A run id is '<deployment>::batch::<32 hex digits>' or '<deployment>::chat::<32 hex digits>', as "
+                "returned when the run started.",
+                [FieldError("runId", "is not a run id")],
+            )
+        return cls(match["deployment"], _TOKEN_TYPE[match["kind"]], match["unique"])
+
+    @staticmethod
+    def prefix_of_job(external_id: str) -> str:
+        """The id prefix all runs of a job share (the task hub lists them by prefix)."""
+        job_type = JobType.BATCH if external_id.endswith(BATCH_SUFFIX) else JobType.CHAT_COMPLETION
+        return f"{deployment_of(external_id)}::{_ID_TOKEN[job_type]}::"
+
+
+# Failures -------------------------------------------------------------------------------------------------------
 
 HINTS = {
     "input_file_not_found": "Files are scoped to the Azure OpenAI resource that uploaded them: upload the input file "
@@ -52,221 +110,102 @@ HINTS = {
 }
 
 
-INPUT_FILE_PLACEHOLDER = "<input file id>"
+def plain(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
+    """`text` as a user-facing sentence: its first line only (a traceback or a wrapper's text never follows it
+    into a reply), at most `limit` characters."""
+    line = (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
-def redact_input_file_id(text: Any, input_file_id: str | None) -> Any:
-    """`text` with the input file id replaced: Azure's messages quote it ("Invalid file id 'file-…'", "The input
-    file 'file-…' was not found"), and it may be a Key Vault secret's value."""
-    if isinstance(text, str) and input_file_id:
-        return text.replace(input_file_id, INPUT_FILE_PLACEHOLDER)
-    return text
+@dataclass(frozen=True)
+class Failure:
+    """Why a run failed: a stable `code`, the cause in a sentence or two, and where Azure names them the input
+    line and parameter, plus a hint on what to do."""
 
-
-def run_status(azure_status: str) -> RunStatus:
-    """The run status for an Azure batch status (unknown statuses count as still running)."""
-    return _AZURE_TO_RUN.get(azure_status, RunStatus.RUNNING)
-
-
-def iso(unix_seconds: int | float | None) -> str | None:
-    if unix_seconds in (None, "", 0):
-        return None
-    return datetime.fromtimestamp(float(unix_seconds), UTC).isoformat().replace("+00:00", "Z")
-
-
-@dataclass
-class BatchSnapshot:
-    """What a status call showed of a batch, minus the input file id (which may come from a secret)."""
-
-    id: str
-    status: str
-    created_at: int | None = None
-    in_progress_at: int | None = None
-    finalizing_at: int | None = None
-    completed_at: int | None = None
-    failed_at: int | None = None
-    expired_at: int | None = None
-    cancelling_at: int | None = None
-    cancelled_at: int | None = None
-    expires_at: int | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    total: int | None = None
-    completed: int | None = None
-    failed: int | None = None
-    errors: list[dict[str, Any]] = field(default_factory=list)
+    code: str
+    message: str
+    line: int | None = None
+    param: str | None = None
+    hint: str | None = None
 
     @classmethod
-    def from_azure(cls, batch: dict[str, Any]) -> BatchSnapshot:
-        """Tolerates the service's quirks: "" for absent file ids, null request counts, errors as null. Error
-        messages quoting the input file id get a placeholder instead (it may come from a secret)."""
-        counts = batch.get("request_counts") or {}
-        errors = (batch.get("errors") or {}).get("data") or []
-        input_file_id = batch.get("input_file_id")
-        stamps = {
-            name: batch.get(name) or None
-            for name in (
-                "created_at",
-                "in_progress_at",
-                "finalizing_at",
-                "completed_at",
-                "failed_at",
-                "expired_at",
-                "cancelling_at",
-                "cancelled_at",
-                "expires_at",
-            )
-        }
+    def of(cls, code: str, message: str, *, line: int | None = None, param: str | None = None) -> Failure:
+        """The failure with its message made plain and bounded, and the hint known for its code."""
         return cls(
-            id=str(batch["id"]),
-            status=str(batch.get("status") or "validating"),
-            **stamps,
-            output_file_id=batch.get("output_file_id") or None,
-            error_file_id=batch.get("error_file_id") or None,
-            total=counts.get("total"),
-            completed=counts.get("completed"),
-            failed=counts.get("failed"),
-            errors=[
-                {k: redact_input_file_id(e.get(k), input_file_id) for k in ("code", "message", "line", "param")}
-                for e in errors
-                if isinstance(e, dict)
-            ],
+            code=plain(code, 100) or "failed",
+            message=plain(message),
+            line=line,
+            param=plain(param, MAX_FAILURE_PARAM) if param else None,
+            hint=HINTS.get(code),
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BatchSnapshot:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+    def from_dict(cls, data: dict[str, Any]) -> Failure:
+        return cls(
+            code=str(data.get("code") or "failed"),
+            message=str(data.get("message") or ""),
+            line=data.get("line"),
+            param=data.get("param"),
+            hint=data.get("hint"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in AZURE_TERMINAL
 
-    @property
-    def ended_at(self) -> int | None:
-        """`completed_at`, or the end stamp of a failed / expired / cancelled batch (the seed's gap)."""
-        return {
-            "completed": self.completed_at,
-            "failed": self.failed_at,
-            "expired": self.expired_at,
-            "cancelled": self.cancelled_at,
-        }.get(self.status)
-
-    def outputs(self) -> dict[str, Any]:
-        """The seed's five outputs."""
-        return {
-            "output_file_id": self.output_file_id,
-            "error_file_id": self.error_file_id,
-            "request_counts_total": self.total,
-            "request_counts_completed": self.completed,
-            "request_counts_failed": self.failed,
-        }
-
-    def failure(self) -> dict[str, Any] | None:
-        """Failure detail from `errors.data`, with a hint where the cause is known."""
-        if self.status == "expired":
-            return {
-                "code": "expired",
-                "message": "The batch expired before all requests finished.",
-                "line": None,
-                "param": None,
-                "hint": HINTS["expired"],
-            }
-        if self.status != "failed":
-            return None
-        first = self.errors[0] if self.errors else {"code": "failed", "message": "The batch failed."}
-        code = str(first.get("code") or "failed")
-        return {
-            "code": code,
-            "message": first.get("message"),
-            "line": first.get("line"),
-            "param": first.get("param"),
-            "hint": HINTS.get(code),
-        }
-
-    def progress(self) -> dict[str, Any] | None:
-        if not self.total:
-            return None
-        done = (self.completed or 0) + (self.failed or 0)
-        return {
-            "total": self.total,
-            "completed": self.completed or 0,
-            "failed": self.failed or 0,
-            "percent": round(100 * done / self.total, 1),
-        }
+ORCHESTRATION_FAILED = Failure.of(
+    "orchestration_failed", "The run stopped on an unexpected error in the app; the details are in the app's logs."
+)
+TERMINATED = Failure.of("terminated", "The run's orchestration was terminated by an operator.")
 
 
-@dataclass
-class BatchRunState:
-    """Everything a batch run knows; the orchestrator's input, carried across continue-as-new."""
+# The run resource -----------------------------------------------------------------------------------------------
 
-    run_id: str
-    resource: str
-    external_id: str
-    deployment: str
-    endpoint: str
-    completion_window: str
-    requested_at: str
-    deadline: str
-    monitor_url: str
-    input_file_id: str | None = None
-    input_file_secret: str | None = None
-    secret_version: str | None = None
-    metadata: dict[str, str] = field(default_factory=dict)
-    phase: str = "resolving"  # resolving → submitting ⇄ quota → polling → (cancelling) → done
-    batch: dict[str, Any] | None = None
-    quota_attempts: int = 0
-    attempt: int = 1  # the run's batch attempt: a batch failed for quota is followed by the next attempt
-    submit_failures: int = 0
-    lookup_only: bool = False  # the next submit only looks for this run's batch: the run is ending
-    polls: int = 0
-    cancel_requested: bool = False
-    cancel_sent: bool = False
-    status: str = RunStatus.STARTING.value
-    failure: dict[str, Any] | None = None
-    next_check_at: str | None = None
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BatchRunState:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+def iso(moment: datetime) -> str:
+    """A UTC time as the API writes it: ISO 8601 with a `Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-    @property
-    def snapshot(self) -> BatchSnapshot | None:
-        return BatchSnapshot.from_dict(self.batch) if self.batch else None
+def parse_iso(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
-    def resource_view(self) -> dict[str, Any]:
-        """The run resource (also the orchestration's custom status): small, and free of secrets."""
-        snapshot = self.snapshot
-        empty_outputs = {
-            "output_file_id": None,
-            "error_file_id": None,
-            "request_counts_total": None,
-            "request_counts_completed": None,
-            "request_counts_failed": None,
-        }
-        return {
-            "id": self.run_id,
-            "runId": snapshot.id if snapshot else None,
-            "jobId": self.external_id,
-            "jobType": "batch",
-            "resource": self.resource,
-            "status": self.status,
-            "azureStatus": snapshot.status if snapshot else None,
-            "phase": self.phase,
-            "requestedAt": self.requested_at,
-            "startedAt": iso(snapshot.created_at) if snapshot else None,
-            "endedAt": iso(snapshot.ended_at) if snapshot else None,
-            "outputs": snapshot.outputs() if snapshot else empty_outputs,
-            "failure": self.failure,
-            "monitorUrl": self.monitor_url,
-            "progress": snapshot.progress() if snapshot else None,
-            "quotaAttempts": self.quota_attempts,
-            "nextCheckAt": self.next_check_at,
-        }
+
+def iso_of_unix(unix_seconds: int | float | None) -> str | None:
+    if not unix_seconds:
+        return None
+    return iso(datetime.fromtimestamp(float(unix_seconds), UTC))
+
+
+def run_resource(
+    run_id: RunId, runtime_status: str, custom_status: Any, output: Any, started_with: Any
+) -> dict[str, Any]:
+    """The run resource from its orchestration's status: the output once it completed, else the custom status it
+    last published, else the run as it was started. An orchestration that failed or was terminated is reported
+    as such, without its internals."""
+    from shared.batch_run import BatchRun
+    from shared.chat import ChatRun
+
+    view = output if runtime_status == "Completed" and isinstance(output, dict) else custom_status
+    if not isinstance(view, dict):
+        started = started_with
+        if isinstance(started, str):
+            try:
+                started = json.loads(started)
+            except ValueError:
+                started = None
+        if isinstance(started, dict) and run_id.job_type is JobType.BATCH:
+            view = BatchRun.from_dict(started).resource_view()
+        elif isinstance(started, dict):
+            view = ChatRun.from_dict(started).resource_view(RunStatus.STARTING)
+        else:
+            view = {"id": str(run_id), "runId": None, "status": RunStatus.STARTING.value}
+    view = dict(view)
+    if runtime_status == "Failed":
+        view["status"] = RunStatus.FAILED.value
+        view["failure"] = view.get("failure") or ORCHESTRATION_FAILED.to_dict()
+    elif runtime_status == "Terminated":
+        view["status"] = RunStatus.CANCELLED.value
+        view["failure"] = TERMINATED.to_dict()
+    view["orchestrationStatus"] = runtime_status
+    return view

@@ -53,6 +53,7 @@ class Replay:
     _actions_seen: int = 0
     _next_id: int = 0
     _new_events: list[dict[str, Any]] = field(default_factory=list)
+    continued_with: Any = None
 
     def __post_init__(self) -> None:
         self._new_events = [
@@ -67,6 +68,7 @@ class Replay:
         self.history.append(self._event(ORCHESTRATOR_STARTED))
         self.history.extend(self._new_events)
         self._new_events = []
+        self.continued_with = None
         context = {
             "history": self.history,
             "input": json.dumps(self.input),
@@ -206,6 +208,15 @@ class Replay:
             self._event(EXECUTION_STARTED, Name=self.orchestrator, Version="", Input=json.dumps(self.input))
         ]
         return self.run()
+
+    @property
+    def activity_pending(self) -> bool:
+        return any(p.kind == "activity" for p in self.pending)
+
+    @property
+    def continued(self) -> bool:
+        """This episode ended by continuing as new (`continue_as_new()` starts the next)."""
+        return self.continued_with is not None
 
     @property
     def done(self) -> bool:

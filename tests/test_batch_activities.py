@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,10 +16,19 @@ from azure.identity import ManagedIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
 from shared import services
-from shared.azure_openai import AzureOpenAIClient, AzureOpenAIError
-from shared.batching import RUN_ID_METADATA, SubmitUnknown, submit
-from shared.http import azure_session, retry_policy
-from shared.runs import HINTS, INPUT_FILE_PLACEHOLDER, BatchRunState, BatchSnapshot, RunStatus, iso, run_status
+from shared.azure_openai import AzureOpenAIClient, Batch
+from shared.batch_run import (
+    INPUT_FILE_PLACEHOLDER,
+    RUN_ID_METADATA,
+    BatchRun,
+    BatchSnapshot,
+    Phase,
+    ResolveInput,
+    run_status,
+)
+from shared.batching import SubmitUnknown, submit
+from shared.http import AzureError, azure_session, retry_policy
+from shared.runs import HINTS, Failure, RunStatus, iso_of_unix
 from shared.secrets import SecretUnavailable
 from tests.conftest import RunningEmulator, wait_for
 from tests.devstack.conftest import DataPlane, batch_lines
@@ -39,59 +49,84 @@ def activity(name: str, payload: dict[str, Any]) -> Any:
     return functions_by_name()[name].get_user_function()(json.loads(json.dumps(payload)))
 
 
-def new_state(input_file_id: str | None = None, **overrides: Any) -> BatchRunState:
-    """A run's state as the runs API builds it, at the submit phase."""
-    now = datetime.now(UTC)
-    values: dict[str, Any] = {
-        "run_id": f"{DEPLOYMENT}::batch::{uuid.uuid4().hex}",
-        "resource": RESOURCE,
-        "external_id": f"{DEPLOYMENT}::batch",
-        "deployment": DEPLOYMENT,
-        "endpoint": "/chat/completions",
-        "completion_window": "24h",
-        "requested_at": now.isoformat().replace("+00:00", "Z"),
-        "deadline": (now + timedelta(hours=25)).isoformat().replace("+00:00", "Z"),
-        "monitor_url": "https://portal.azure.com/#/resource/x/overview",
-        "input_file_id": input_file_id,
-        "phase": "submitting",
-    }
-    values.update(overrides)
-    return BatchRunState(**values)
+class Run:
+    """A batch run as the orchestrator carries it: its state, and the activities it calls with its steps."""
 
+    def __init__(self, input_file_id: str | None = None, **overrides: Any) -> None:
+        now = datetime.now(UTC)
+        values: dict[str, Any] = {
+            "run_id": f"{DEPLOYMENT}::batch::{uuid.uuid4().hex}",
+            "resource": RESOURCE,
+            "external_id": f"{DEPLOYMENT}::batch",
+            "deployment": DEPLOYMENT,
+            "endpoint": "/chat/completions",
+            "completion_window": "24h",
+            "requested_at": now.isoformat().replace("+00:00", "Z"),
+            "deadline": (now + timedelta(hours=25)).isoformat().replace("+00:00", "Z"),
+            "monitor_url": "https://portal.azure.com/#/resource/x/overview",
+            "input_file_id": input_file_id,
+            "phase": Phase.SUBMITTING,
+        }
+        self.state = BatchRun(**(values | overrides))
 
-def submitted(state: BatchRunState) -> BatchRunState:
-    """`state` after a successful submit, as the orchestrator carries it on."""
-    outcome = activity("submit_batch", state.to_dict())
-    assert outcome["outcome"] == "submitted", outcome
-    state.batch, state.phase = outcome["batch"], "polling"
-    state.status = run_status(outcome["batch"]["status"]).value
-    return state
+    @property
+    def run_id(self) -> str:
+        return self.state.run_id
 
+    def change(self, **changes: Any) -> Run:
+        self.state = replace(self.state, **changes)
+        return self
 
-def check(state: BatchRunState) -> dict[str, Any]:
-    """One check_batch call; the state takes the new snapshot, as the orchestrator does."""
-    checked = activity("check_batch", state.to_dict())
-    state.batch = checked["batch"]
-    state.status = run_status(checked["batch"]["status"]).value
-    return dict(checked)
+    def resolve(self) -> dict[str, Any]:
+        assert self.state.input_file_secret
+        answer: dict[str, Any] = activity(
+            "resolve_batch_input", ResolveInput(self.run_id, self.state.input_file_secret).to_dict()
+        )
+        return answer
 
+    def submit(self, *, lookup_only: bool = False) -> dict[str, Any]:
+        answer: dict[str, Any] = activity("submit_batch", self.state.submit_step(lookup_only=lookup_only).to_dict())
+        return answer
 
-def check_until(state: BatchRunState, status: str, timeout: float = 20) -> tuple[dict[str, Any], list[str]]:
-    """Checks until the batch reports `status`; returns that check and every status seen on the way."""
-    seen: list[str] = []
+    def cancel(self) -> dict[str, Any]:
+        answer: dict[str, Any] = activity("cancel_batch", self.state.cancel_step().to_dict())
+        return answer
 
-    def reached() -> dict[str, Any]:
-        checked = check(state)
-        if not seen or seen[-1] != checked["batch"]["status"]:
-            seen.append(checked["batch"]["status"])
-        return checked if checked["batch"]["status"] == status else {}
+    def submitted(self) -> Run:
+        """After a successful submit, as the orchestrator carries on."""
+        answer = self.submit()
+        assert answer["outcome"] == "submitted", answer
+        return self.took(answer["batch"])
 
-    return wait_for(reached, timeout=timeout, interval=0.02, what=f"the batch to be {status}"), seen
+    def took(self, batch: dict[str, Any]) -> Run:
+        snapshot = BatchSnapshot.from_dict(batch)
+        return self.change(batch=snapshot, phase=Phase.POLLING, status=run_status(snapshot.status))
 
+    def check(self) -> dict[str, Any]:
+        """One check_batch call; the state takes the new snapshot, as the orchestrator does."""
+        checked: dict[str, Any] = activity("check_batch", self.state.check_step().to_dict())
+        self.took(checked["batch"])
+        return checked
 
-def batch_of(state: BatchRunState) -> dict[str, Any]:
-    assert state.batch is not None
-    return state.batch
+    def check_until(self, status: str, timeout: float = 20) -> tuple[dict[str, Any], list[str]]:
+        """Checks until the batch reports `status`; returns that check and every status seen on the way."""
+        seen: list[str] = []
+
+        def reached() -> dict[str, Any]:
+            checked = self.check()
+            if not seen or seen[-1] != checked["batch"]["status"]:
+                seen.append(checked["batch"]["status"])
+            return checked if checked["batch"]["status"] == status else {}
+
+        return wait_for(reached, timeout=timeout, interval=0.02, what=f"the batch to be {status}"), seen
+
+    @property
+    def batch(self) -> BatchSnapshot:
+        assert self.state.batch is not None
+        return self.state.batch
+
+    def view(self) -> dict[str, Any]:
+        return self.state.resource_view()
 
 
 def emulator_batch(emulator: RunningEmulator, batch_id: str, resource: str = RESOURCE) -> dict[str, Any]:
@@ -142,9 +177,9 @@ def test_submit_creates_one_batch_with_exactly_azures_body_and_the_run_id_in_met
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     file_id = eastus.upload(batch_lines(3))["id"]
-    state = new_state(file_id, metadata={"team": "search", "ticket": "T-42"})
+    run = Run(file_id, metadata={"team": "search", "ticket": "T-42"})
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
     assert outcome["outcome"] == "submitted"
     creates = emulator.requests_log(service="openai", route="batches.create")
@@ -153,22 +188,22 @@ def test_submit_creates_one_batch_with_exactly_azures_body_and_the_run_id_in_met
             "input_file_id": file_id,
             "endpoint": "/chat/completions",
             "completion_window": "24h",
-            "metadata": {"team": "search", "ticket": "T-42", RUN_ID_METADATA: state.run_id, "runAttempt": "1"},
+            "metadata": {"team": "search", "ticket": "T-42", RUN_ID_METADATA: run.run_id, "runAttempt": "1"},
         }
     ]
     (batch,) = emulator.batches(RESOURCE)
     assert outcome["batch"]["id"] == batch["id"] == creates[0]["batch"]["id"]
-    assert batch["metadata"] == {"team": "search", "ticket": "T-42", "runId": state.run_id, "runAttempt": "1"}
+    assert batch["metadata"] == {"team": "search", "ticket": "T-42", "runId": run.run_id, "runAttempt": "1"}
     assert outcome["batch"]["status"] == "validating"
     assert outcome["batch"]["created_at"] == batch["created_at"]
     assert "input_file_id" not in outcome["batch"]
 
 
 def test_resubmitting_the_same_run_reattaches_to_its_batch(emulator: RunningEmulator, eastus: DataPlane) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"])
-    first = activity("submit_batch", state.to_dict())
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    first = run.submit()
 
-    again = activity("submit_batch", state.to_dict())
+    again = run.submit()
 
     assert again["outcome"] == "reattached"
     assert again["batch"]["id"] == first["batch"]["id"]
@@ -178,10 +213,10 @@ def test_resubmitting_the_same_run_reattaches_to_its_batch(emulator: RunningEmul
 
 def test_other_runs_batches_are_never_reattached(emulator: RunningEmulator, eastus: DataPlane) -> None:
     file_id = eastus.upload(batch_lines(2))["id"]
-    one, two = new_state(file_id), new_state(file_id)
+    one, two = Run(file_id), Run(file_id)
 
-    first = activity("submit_batch", one.to_dict())
-    second = activity("submit_batch", two.to_dict())
+    first = one.submit()
+    second = two.submit()
 
     assert (first["outcome"], second["outcome"]) == ("submitted", "submitted")
     assert first["batch"]["id"] != second["batch"]["id"]
@@ -196,17 +231,17 @@ def test_other_runs_batches_are_never_reattached(emulator: RunningEmulator, east
 def test_lost_create_reply_raises_then_the_retry_reattaches_to_the_one_batch(
     emulator: RunningEmulator, eastus: DataPlane, fault: dict[str, Any]
 ) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"])
+    run = Run(eastus.upload(batch_lines(2))["id"])
     emulator.add_fault(service="openai", route="batches.create", times=1, **fault)
 
     with pytest.raises(SubmitUnknown, match="submit outcome unknown"):
-        activity("submit_batch", state.to_dict())
-    retried = activity("submit_batch", state.to_dict())  # what Durable's activity retry does
+        run.submit()
+    retried = run.submit()  # what Durable's activity retry does
 
     (batch,) = emulator.batches(RESOURCE)
     assert retried["outcome"] == "reattached"
     assert retried["batch"]["id"] == batch["id"]
-    assert batch["metadata"]["runId"] == state.run_id
+    assert batch["metadata"]["runId"] == run.run_id
     (create,) = emulator.requests_log(service="openai", route="batches.create")
     assert create["handledStatus"] == 200  # Azure did create it: only the reply was lost
     assert create["batch"]["id"] == batch["id"]
@@ -216,11 +251,11 @@ def test_lost_create_reply_raises_then_the_retry_reattaches_to_the_one_batch(
 def test_throttled_and_failing_listing_is_retried_inside_the_client(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"])
+    run = Run(eastus.upload(batch_lines(2))["id"])
     emulator.add_fault(service="openai", route="batches.list", status=429, times=1)
     emulator.add_fault(service="openai", route="batches.list", status=503, times=1)
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
     assert outcome["outcome"] == "submitted"
     assert [e["status"] for e in emulator.requests_log(service="openai", route="batches.list")] == [429, 503, 200]
@@ -234,7 +269,7 @@ def test_listing_that_fails_past_the_retries_never_creates_blind(emulator: Runni
     emulator.add_fault(service="openai", route="batches.list", status=503, times=3)
 
     with pytest.raises(SubmitUnknown, match="could not look for an earlier batch: ServiceUnavailable"):
-        submit(new_state(eastus.upload(batch_lines(2))["id"]), client, None, cancel_requested=False)
+        submit(Run(eastus.upload(batch_lines(2))["id"]).state.submit_step(), client, None, cancel_requested=False)
 
     assert len(emulator.requests_log(service="openai", route="batches.list")) == 3
     assert emulator.requests_log(service="openai", route="batches.create") == []
@@ -243,14 +278,14 @@ def test_listing_that_fails_past_the_retries_never_creates_blind(emulator: Runni
 def test_create_storm_is_retried_by_the_activity_without_a_second_batch(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"])
+    run = Run(eastus.upload(batch_lines(2))["id"])
     emulator.add_fault(service="openai", route="batches.create", status=429, retryAfter=1, times=1)
     emulator.add_fault(service="openai", route="batches.create", status=503, afterHandler=True, times=1)
 
     outcomes: list[str] = []
     for _ in range(5):  # Durable's retry policy: up to five attempts
         try:
-            outcomes.append(activity("submit_batch", state.to_dict())["outcome"])
+            outcomes.append(run.submit()["outcome"])
             break
         except SubmitUnknown as unknown:
             outcomes.append(str(unknown))
@@ -278,22 +313,19 @@ def test_token_limit_exceeded_is_quota_without_a_batch_then_submits_once_the_blo
     )
     file_id = eastus.upload(batch_lines(5))["id"]  # one such batch fits in 100 tokens, two do not
     blocking = eastus.create_batch(file_id).json()
-    state = new_state(file_id)
+    run = Run(file_id)
 
-    waiting = activity("submit_batch", state.to_dict())
+    waiting = run.submit()
 
-    assert waiting == {
-        "outcome": "quota",
-        "message": "The number of enqueued tokens has surpassed the configured limit of 100 for the deployment "
-        "'gpt-4o-batch'. Please either increase the limit or try again once the current jobs have finished.",
-    }
+    assert (waiting["outcome"], waiting["batch"], waiting["refusal"]) == ("quota", None, None)
+    assert [c["status"] for c in emulator.requests_log(service="openai", route="batches.create")] == [200, 400]
     assert [b["id"] for b in emulator.batches(RESOURCE)] == [blocking["id"]]
 
     wait_for(lambda: eastus.batch(blocking["id"])["status"] == "completed", what="the blocking batch to complete")
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
     assert outcome["outcome"] == "submitted"
-    ours = [b for b in emulator.batches(RESOURCE) if (b["metadata"] or {}).get("runId") == state.run_id]
+    ours = [b for b in emulator.batches(RESOURCE) if (b["metadata"] or {}).get("runId") == run.run_id]
     assert [b["id"] for b in ours] == [outcome["batch"]["id"]]
     statuses = [c["status"] for c in emulator.requests_log(service="openai", route="batches.create")]
     assert statuses == [200, 400, 200]
@@ -306,26 +338,25 @@ def test_token_limit_exceeded_is_quota_without_a_batch_then_submits_once_the_blo
 def test_request_azure_refuses_is_rejected_with_azures_code(
     emulator: RunningEmulator, eastus: DataPlane, override: dict[str, str], param: str
 ) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"], **override)
+    run = Run(eastus.upload(batch_lines(2))["id"], **override)
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
     assert outcome["outcome"] == "rejected"
-    assert outcome["error"]["code"] == "invalid_request"
-    assert outcome["error"]["status"] == 400
-    assert repr(next(iter(override.values()))) in outcome["error"]["message"]
+    assert outcome["refusal"]["code"] == "invalid_request"
+    assert repr(next(iter(override.values()))) in outcome["refusal"]["message"]
     (create,) = emulator.requests_log(service="openai", route="batches.create")
     assert create["status"] == 400
     assert emulator.batches(RESOURCE) == []
 
 
 def test_cancel_requested_before_submission_creates_no_batch(emulator: RunningEmulator, eastus: DataPlane) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"])
-    services.catalog().request_cancel(state.run_id, datetime.now(UTC))
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    services.catalog().request_cancel(run.run_id, datetime.now(UTC))
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
-    assert outcome == {"outcome": "cancelled"}
+    assert (outcome["outcome"], outcome["cancel_requested"], outcome["batch"]) == ("cancelled", True, None)
     assert emulator.batches(RESOURCE) == []
     assert emulator.requests_log(service="openai", route="batches.create") == []
 
@@ -333,13 +364,13 @@ def test_cancel_requested_before_submission_creates_no_batch(emulator: RunningEm
 def test_cancel_requested_after_a_lost_create_reply_reattaches_rather_than_orphaning_the_batch(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"])
+    run = Run(eastus.upload(batch_lines(2))["id"])
     emulator.add_fault(service="openai", route="batches.create", status=500, afterHandler=True, times=1)
     with pytest.raises(SubmitUnknown):
-        activity("submit_batch", state.to_dict())
-    services.catalog().request_cancel(state.run_id, datetime.now(UTC))
+        run.submit()
+    services.catalog().request_cancel(run.run_id, datetime.now(UTC))
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
     # The orchestrator then cancels the batch it now knows about.
     assert outcome["outcome"] == "reattached"
@@ -354,11 +385,11 @@ def test_resolve_batch_input_pins_the_secret_version_without_its_value(
 ) -> None:
     file_id = eastus.upload(batch_lines(2))["id"]
     version = set_secret(emulator, "batch-input", file_id)
-    state = new_state(input_file_secret="batch-input", phase="resolving")
+    run = Run(input_file_secret="batch-input", phase="resolving")
 
-    resolved = activity("resolve_batch_input", state.to_dict())
+    resolved = run.resolve()
 
-    assert resolved == {"name": "batch-input", "version": version}
+    assert (resolved["version"], resolved["refusal"]) == (version, None)
     assert file_id not in json.dumps(resolved)
 
 
@@ -366,11 +397,11 @@ def test_submit_uses_the_pinned_secret_version_not_the_latest(emulator: RunningE
     pinned_file = eastus.upload(batch_lines(2), filename="pinned.jsonl")["id"]
     later_file = eastus.upload(batch_lines(3), filename="later.jsonl")["id"]
     set_secret(emulator, "batch-input", pinned_file)
-    state = new_state(input_file_secret="batch-input")
-    state.secret_version = activity("resolve_batch_input", state.to_dict())["version"]
+    run = Run(input_file_secret="batch-input")
+    run.change(secret_version=run.resolve()["version"])
     set_secret(emulator, "batch-input", later_file)  # the secret moves on after the run resolved it
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
     assert outcome["outcome"] == "submitted"
     (batch,) = emulator.batches(RESOURCE)
@@ -378,14 +409,30 @@ def test_submit_uses_the_pinned_secret_version_not_the_latest(emulator: RunningE
     assert pinned_file not in json.dumps(outcome)
 
 
-def test_missing_secret_fails_naming_the_secret(emulator: RunningEmulator) -> None:
-    state = new_state(input_file_secret="no-such-secret", phase="resolving")
+def test_missing_secret_is_a_refusal_naming_the_secret(emulator: RunningEmulator) -> None:
+    run = Run(input_file_secret="no-such-secret", phase="resolving")
+
+    resolved = run.resolve()
+
+    assert resolved["version"] is None
+    assert (
+        resolved["refusal"]
+        == Failure.of(
+            "input_secret_unavailable",
+            "Key Vault secret 'no-such-secret' was not found in the vault",
+            param="inputFileSecret",
+        ).to_dict()
+    )
+
+
+def test_an_unreachable_vault_at_resolve_raises_so_the_run_tries_again(emulator: RunningEmulator) -> None:
+    emulator.add_fault(service="keyvault", route="secrets.get*", status=503)
+    run = Run(input_file_secret="batch-input", phase="resolving")
 
     with pytest.raises(SecretUnavailable) as raised:
-        activity("resolve_batch_input", state.to_dict())
+        run.resolve()
 
-    assert str(raised.value) == "Key Vault secret 'no-such-secret' was not found in the vault"
-    assert raised.value.name == "no-such-secret"
+    assert raised.value.transient
 
 
 def test_missing_secret_version_is_a_refusal_naming_the_secret_and_not_its_value(
@@ -393,17 +440,19 @@ def test_missing_secret_version_is_a_refusal_naming_the_secret_and_not_its_value
 ) -> None:
     file_id = eastus.upload(batch_lines(2))["id"]
     set_secret(emulator, "batch-input", file_id)
-    state = new_state(input_file_secret="batch-input", secret_version="0" * 32)
+    run = Run(input_file_secret="batch-input", secret_version="0" * 32)
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
-    assert outcome == {
-        "outcome": "rejected",
-        "error": {
-            "code": "input_secret_unavailable",
-            "message": f"Key Vault secret 'batch-input' has no version {'0' * 32}",
-        },
-    }
+    assert outcome["outcome"] == "rejected"
+    assert (
+        outcome["refusal"]
+        == Failure.of(
+            "input_secret_unavailable",
+            f"Key Vault secret 'batch-input' has no version {'0' * 32}",
+            param="inputFileSecret",
+        ).to_dict()
+    )
     assert file_id not in str(outcome)
     assert emulator.batches(RESOURCE) == []
 
@@ -415,40 +464,38 @@ def test_secret_input_file_id_appears_in_no_activity_output_even_when_azure_quot
     secret_value = sweden.upload(batch_lines(2, "gpt-4o-mini-batch"))["id"]
     set_secret(emulator, "batch-input", secret_value)
     emulator.set_speeds(RESOURCE, validationSeconds=1)
-    state = new_state(input_file_secret="batch-input", phase="resolving")
+    run = Run(input_file_secret="batch-input", phase="resolving")
 
-    outputs: list[Any] = [resolved := activity("resolve_batch_input", state.to_dict())]
-    state.secret_version, state.phase = resolved["version"], "submitting"
-    outputs.append(outcome := activity("submit_batch", state.to_dict()))
-    state.batch, state.phase = outcome["batch"], "polling"
-    checked, _ = check_until(state, "failed")
+    outputs: list[Any] = [resolved := run.resolve()]
+    run.change(secret_version=resolved["version"], phase=Phase.SUBMITTING)
+    outputs.append(outcome := run.submit())
+    run.took(outcome["batch"])
+    checked, _ = run.check_until("failed")
     outputs.append(checked)
-    outputs.append(activity("cancel_batch", state.to_dict()))
-    state.failure = BatchSnapshot.from_dict(checked["batch"]).failure()
-    outputs.append(state.resource_view())
-    outputs.append(activity("submit_batch", state.to_dict()))  # a late retry re-attaches
-    outputs.append(state.to_dict())  # what the orchestration carries (and Durable stores in its history)
+    outputs.append(run.cancel())
+    run.change(failure=BatchSnapshot.from_dict(checked["batch"]).failure())
+    outputs.append(run.view())
+    outputs.append(run.submit())  # a late retry re-attaches
+    outputs.append(run.state.to_dict())  # what the orchestration carries (and Durable stores in its history)
 
     assert emulator_batch(emulator, outcome["batch"]["id"])["input_file_id"] == secret_value
     azure_message = emulator_batch(emulator, outcome["batch"]["id"])["errors"]["data"][0]["message"]
     assert secret_value in azure_message
     for output in outputs:
         assert secret_value not in json.dumps(output)
-    assert state.failure is not None
-    assert state.failure["message"] == azure_message.replace(secret_value, INPUT_FILE_PLACEHOLDER)
+    assert run.state.failure is not None
+    assert run.state.failure.message == azure_message.replace(secret_value, INPUT_FILE_PLACEHOLDER)
 
 
 def test_secret_input_file_id_azure_refuses_is_not_quoted_in_the_rejection(emulator: RunningEmulator) -> None:
     set_secret(emulator, "batch-input", "not-a-file-id")
-    state = new_state(input_file_secret="batch-input")
-    state.secret_version = activity("resolve_batch_input", state.to_dict())["version"]
+    run = Run(input_file_secret="batch-input")
+    run.change(secret_version=run.resolve()["version"])
 
-    outcome = activity("submit_batch", state.to_dict())
+    outcome = run.submit()
 
-    assert outcome == {
-        "outcome": "rejected",
-        "error": {"code": "invalid_request", "message": "Invalid file id '<input file id>'.", "status": 400},
-    }
+    assert outcome["outcome"] == "rejected"
+    assert outcome["refusal"] == Failure.of("invalid_request", "Invalid file id '<input file id>'.").to_dict()
     (create,) = emulator.requests_log(service="openai", route="batches.create")
     assert create["body"]["input_file_id"] == "not-a-file-id"  # the value itself did reach Azure
 
@@ -456,15 +503,13 @@ def test_secret_input_file_id_azure_refuses_is_not_quoted_in_the_rejection(emula
 def test_resource_view_carries_no_input_file_id(emulator: RunningEmulator, eastus: DataPlane) -> None:
     file_id = eastus.upload(batch_lines(2))["id"]
     set_secret(emulator, "batch-input", file_id)
-    state = new_state(input_file_secret="batch-input")
-    state.secret_version = activity("resolve_batch_input", state.to_dict())["version"]
-    state = submitted(state)
+    run = Run(input_file_secret="batch-input")
+    run.change(secret_version=run.resolve()["version"]).submitted()
 
-    view = state.resource_view()
+    view = run.view()
 
     assert file_id not in json.dumps(view)
-    assert state.batch is not None
-    assert view["runId"] == state.batch["id"]
+    assert view["runId"] == run.batch.id
 
 
 # check_batch ------------------------------------------------------------------------------------------------------
@@ -474,22 +519,22 @@ def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     emulator.set_speeds(RESOURCE, validationSeconds=10, requestsPerSecond=1, finalizingSeconds=10)
-    state = submitted(new_state(eastus.upload(batch_lines(20))["id"]))
+    run = Run(eastus.upload(batch_lines(20))["id"]).submitted()
 
-    validating = check(state)
+    validating = run.check()
     assert validating["batch"]["status"] == "validating"
-    assert validating["cancelRequested"] is False
+    assert validating["cancel_requested"] is False
     # Azure's quirk: "" for result files not made yet; the snapshot has None.
-    assert emulator_batch(emulator, batch_of(state)["id"])["output_file_id"] == ""
+    assert emulator_batch(emulator, run.batch.id)["output_file_id"] == ""
     assert (validating["batch"]["output_file_id"], validating["batch"]["error_file_id"]) == (None, None)
-    assert state.resource_view()["status"] == "Running"
+    assert run.view()["status"] == "Running"
 
-    running, _ = check_until(state, "in_progress")
-    wait_for(lambda: 0 < (check(state)["batch"]["completed"] or 0) < 20, interval=0.02, what="partial progress")
-    partial = BatchSnapshot.from_dict(batch_of(state))
+    running, _ = run.check_until("in_progress")
+    wait_for(lambda: 0 < (run.check()["batch"]["completed"] or 0) < 20, interval=0.02, what="partial progress")
+    partial = run.batch
     assert partial.total == 20
     assert partial.failed == 0
-    assert state.resource_view()["progress"] == {
+    assert run.view()["progress"] == {
         "total": 20,
         "completed": partial.completed,
         "failed": 0,
@@ -497,12 +542,12 @@ def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
     }
     assert running["batch"]["in_progress_at"] is not None
 
-    finalizing, _ = check_until(state, "finalizing")
+    finalizing, _ = run.check_until("finalizing")
     assert (finalizing["batch"]["total"], finalizing["batch"]["completed"]) == (20, 20)
-    assert state.resource_view()["status"] == "Running"
+    assert run.view()["status"] == "Running"
 
-    completed, _ = check_until(state, "completed")
-    azure = emulator_batch(emulator, batch_of(state)["id"])
+    completed, _ = run.check_until("completed")
+    azure = emulator_batch(emulator, run.batch.id)
     snapshot = BatchSnapshot.from_dict(completed["batch"])
     assert snapshot.outputs() == {
         "output_file_id": azure["output_file_id"],
@@ -515,12 +560,12 @@ def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
     assert len(eastus.content_lines(azure["output_file_id"])) == 20
     assert snapshot.failure() is None
 
-    view = state.resource_view()
+    view = run.view()
     assert view["status"] == RunStatus.SUCCESS.value
     assert view["azureStatus"] == "completed"
     assert view["outputs"] == snapshot.outputs()
-    assert view["startedAt"] == iso(azure["created_at"])
-    assert view["endedAt"] == iso(azure["completed_at"])
+    assert view["startedAt"] == iso_of_unix(azure["created_at"])
+    assert view["endedAt"] == iso_of_unix(azure["completed_at"])
     assert ISO_UTC.match(view["startedAt"])
     assert ISO_UTC.match(view["endedAt"])
     assert view["startedAt"] < view["endedAt"]
@@ -557,60 +602,56 @@ def test_failed_batch_reports_azures_code_message_line_and_hint(
         file_id = sweden.upload(batch_lines(2, "gpt-4o-mini-batch"))["id"]
     else:
         file_id = eastus.upload(content)["id"]
-    state = submitted(new_state(file_id))
+    run = Run(file_id).submitted()
 
-    checked, seen = check_until(state, "failed")
+    checked, seen = run.check_until("failed")
 
     assert seen[-1] == "failed"
     azure = emulator_batch(emulator, checked["batch"]["id"])
     (error,) = azure["errors"]["data"]
     snapshot = BatchSnapshot.from_dict(checked["batch"])
-    assert snapshot.failure() == {
-        "code": code,
-        "message": error["message"].replace(file_id, INPUT_FILE_PLACEHOLDER),
-        "line": line,
-        "param": param,
-        "hint": HINTS.get(code),
-    }
+    assert snapshot.failure() == Failure(
+        code, error["message"].replace(file_id, INPUT_FILE_PLACEHOLDER), line, param, HINTS.get(code)
+    )
     # Azure's quirk for a batch that failed validation: request counts with null members.
     assert azure["request_counts"]["completed"] is None
     assert (snapshot.completed, snapshot.failed) == (None, None)
     assert snapshot.total == azure["request_counts"]["total"]
     if code in ("input_file_not_found", "model_not_found"):
         assert HINTS[code]
-    view = state.resource_view()
+    view = run.view()
     assert view["status"] == "Failed"
-    assert view["endedAt"] == iso(azure["failed_at"])
+    assert view["endedAt"] == iso_of_unix(azure["failed_at"])
     assert view["outputs"]["output_file_id"] is None
 
 
 def test_cancel_requested_reflects_the_catalogues_cancel_record(eastus: DataPlane) -> None:
-    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
-    assert check(state)["cancelRequested"] is False
+    run = Run(eastus.upload(batch_lines(2))["id"]).submitted()
+    assert run.check()["cancel_requested"] is False
 
-    services.catalog().request_cancel(state.run_id, datetime.now(UTC))
+    services.catalog().request_cancel(run.run_id, datetime.now(UTC))
 
-    assert check(state)["cancelRequested"] is True
+    assert run.check()["cancel_requested"] is True
 
 
 def test_check_survives_transient_errors_within_the_clients_retries(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
+    run = Run(eastus.upload(batch_lines(2))["id"]).submitted()
     emulator.add_fault(service="openai", route="batches.get", status=503, times=1)
     emulator.add_fault(service="openai", route="batches.get", status=429, times=1)
 
-    checked = check(state)
+    checked = run.check()
 
-    assert checked["batch"]["id"] == batch_of(state)["id"]
+    assert checked["batch"]["id"] == run.batch.id
     assert [e["status"] for e in emulator.requests_log(service="openai", route="batches.get")] == [503, 429, 200]
 
 
 def test_check_of_a_vanished_batch_raises_with_azures_status(eastus: DataPlane) -> None:
-    state = new_state(eastus.upload(batch_lines(2))["id"], batch={"id": "batch_missing", "status": "validating"})
+    run = Run(eastus.upload(batch_lines(2))["id"], batch=BatchSnapshot("batch_missing", "validating"))
 
-    with pytest.raises(AzureOpenAIError) as raised:
-        activity("check_batch", state.to_dict())
+    with pytest.raises(AzureError) as raised:
+        run.check()
 
     assert (raised.value.status, raised.value.code, raised.value.transient) == (404, "notFound", False)
 
@@ -622,17 +663,17 @@ def test_cancelling_a_running_batch_goes_cancelling_then_cancelled_with_partial_
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     emulator.set_speeds(RESOURCE, validationSeconds=2, requestsPerSecond=2, cancellingSeconds=4)
-    state = submitted(new_state(eastus.upload(batch_lines(100))["id"]))
-    wait_for(lambda: (check(state)["batch"]["completed"] or 0) > 0, interval=0.02, what="some requests to finish")
+    run = Run(eastus.upload(batch_lines(100))["id"]).submitted()
+    wait_for(lambda: (run.check()["batch"]["completed"] or 0) > 0, interval=0.02, what="some requests to finish")
 
-    cancelling = activity("cancel_batch", state.to_dict())
+    cancelling = run.cancel()["batch"]
 
     assert cancelling["status"] == "cancelling"
     assert cancelling["cancelling_at"] is not None
-    state.batch = cancelling
-    checked, seen = check_until(state, "cancelled")
+    run.took(cancelling)
+    checked, seen = run.check_until("cancelled")
     assert seen[0] == "cancelling"
-    azure = emulator_batch(emulator, batch_of(state)["id"])
+    azure = emulator_batch(emulator, run.batch.id)
     snapshot = BatchSnapshot.from_dict(checked["batch"])
     assert 0 < (snapshot.completed or 0) < 100
     assert snapshot.outputs() == {
@@ -646,29 +687,29 @@ def test_cancelling_a_running_batch_goes_cancelling_then_cancelled_with_partial_
     assert len(not_run) == 100 - (snapshot.completed or 0)
     assert {line["error"]["code"] for line in not_run} == {"batch_cancelled"}
     assert snapshot.failure() is None
-    view = state.resource_view()
+    view = run.view()
     assert view["status"] == "Cancelled"
-    assert view["endedAt"] == iso(azure["cancelled_at"])
+    assert view["endedAt"] == iso_of_unix(azure["cancelled_at"])
 
 
 def test_cancelling_a_finished_batch_returns_it_as_it_is(emulator: RunningEmulator, eastus: DataPlane) -> None:
     emulator.set_speeds(RESOURCE, validationSeconds=1, finalizingSeconds=1)
-    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
-    completed, _ = check_until(state, "completed")
+    run = Run(eastus.upload(batch_lines(2))["id"]).submitted()
+    completed, _ = run.check_until("completed")
 
-    result = activity("cancel_batch", state.to_dict())
+    result = run.cancel()
 
-    assert result == completed["batch"]
+    assert result["batch"] == completed["batch"]
     (cancel,) = emulator.requests_log(service="openai", route="batches.cancel")
     assert cancel["status"] == 409
-    assert emulator_batch(emulator, batch_of(state)["id"])["status"] == "completed"
+    assert emulator_batch(emulator, run.batch.id)["status"] == "completed"
 
 
 def test_cancelling_twice_keeps_cancelling(emulator: RunningEmulator, eastus: DataPlane) -> None:
-    state = submitted(new_state(eastus.upload(batch_lines(2))["id"]))
+    run = Run(eastus.upload(batch_lines(2))["id"]).submitted()
 
-    first = activity("cancel_batch", state.to_dict())
-    again = activity("cancel_batch", state.to_dict())
+    first = run.cancel()["batch"]
+    again = run.cancel()["batch"]
 
     assert (first["status"], again["status"]) == ("cancelling", "cancelling")
     assert again["cancelling_at"] == first["cancelling_at"]
@@ -701,27 +742,23 @@ def test_batch_past_its_window_is_expired_with_partial_results_and_a_hint(fast_e
     resource = fast_emulator.resource(RESOURCE)
     plane = DataPlane(resource["endpoint"], resource["apiKey"])
     fast_emulator.set_speeds(RESOURCE, validationSeconds=10, requestsPerSecond=0.001)  # 100 requests need 28 h
-    state = submitted(new_state(plane.upload(batch_lines(100))["id"]))
+    run = Run(plane.upload(batch_lines(100))["id"]).submitted()
 
-    checked, seen = check_until(state, "expired", timeout=30)
+    checked, seen = run.check_until("expired", timeout=30)
 
     assert seen[-1] == "expired"
     assert set(seen) <= {"validating", "in_progress", "expired"}
-    azure = emulator_batch(fast_emulator, batch_of(state)["id"])
+    azure = emulator_batch(fast_emulator, run.batch.id)
     snapshot = BatchSnapshot.from_dict(checked["batch"])
     assert (snapshot.total, snapshot.completed, snapshot.failed) == (100, 86, 0)
     assert snapshot.outputs()["output_file_id"] == azure["output_file_id"]
     assert snapshot.outputs()["error_file_id"] == azure["error_file_id"]
-    assert snapshot.failure() == {
-        "code": "expired",
-        "message": "The batch expired before all requests finished.",
-        "line": None,
-        "param": None,
-        "hint": HINTS["expired"],
-    }
-    view = state.resource_view()
+    assert snapshot.failure() == Failure(
+        "expired", "The batch expired before all requests finished.", None, None, HINTS["expired"]
+    )
+    view = run.view()
     assert view["status"] == "Failed"
-    assert view["endedAt"] == iso(azure["expired_at"]) == iso(azure["created_at"] + 86400)
+    assert view["endedAt"] == iso_of_unix(azure["expired_at"]) == iso_of_unix(azure["created_at"] + 86400)
 
 
 # runs.py ----------------------------------------------------------------------------------------------------------
@@ -747,17 +784,17 @@ def test_run_status_maps_each_azure_status(azure_status: str, expected: RunStatu
 @pytest.mark.parametrize("end", ["completed", "failed", "expired", "cancelled"])
 def test_started_and_ended_are_iso_utc_from_created_at_and_the_end_stamp(end: str) -> None:
     batch = {"id": "batch_1", "status": end, "created_at": 1_700_000_000, f"{end}_at": 1_700_003_661}
-    state = new_state("file-x", batch=BatchSnapshot.from_azure(batch).to_dict())
+    run = Run("file-x", batch=BatchSnapshot.of(Batch.from_azure(batch)))
 
-    view = state.resource_view()
+    view = run.view()
 
     assert (view["startedAt"], view["endedAt"]) == ("2023-11-14T22:13:20Z", "2023-11-14T23:14:21Z")
 
 
 def test_running_batch_has_no_end_and_an_unsubmitted_run_no_start() -> None:
-    running = new_state("file-x", batch={"id": "batch_1", "status": "in_progress", "created_at": 1_700_000_000})
-    assert (running.resource_view()["startedAt"], running.resource_view()["endedAt"]) == ("2023-11-14T22:13:20Z", None)
-    view = new_state("file-x").resource_view()
+    running = Run("file-x", batch=BatchSnapshot("batch_1", "in_progress", created_at=1_700_000_000))
+    assert (running.view()["startedAt"], running.view()["endedAt"]) == ("2023-11-14T22:13:20Z", None)
+    view = Run("file-x").view()
     assert (view["startedAt"], view["endedAt"], view["runId"]) == (None, None, None)
     assert view["outputs"] == dict.fromkeys(
         ["output_file_id", "error_file_id", "request_counts_total", "request_counts_completed", "request_counts_failed"]
@@ -765,7 +802,7 @@ def test_running_batch_has_no_end_and_an_unsubmitted_run_no_start() -> None:
 
 
 def test_snapshot_tolerates_azures_quirks() -> None:
-    snapshot = BatchSnapshot.from_azure(
+    batch = Batch.from_azure(
         {
             "id": "batch_1",
             "status": "failed",
@@ -778,18 +815,13 @@ def test_snapshot_tolerates_azures_quirks() -> None:
             "failed_at": 0,
         }
     )
+    snapshot = BatchSnapshot.of(batch)
 
     assert (snapshot.output_file_id, snapshot.error_file_id) == (None, None)
     assert (snapshot.total, snapshot.completed, snapshot.failed) == (None, None, None)
     assert snapshot.failed_at is None
-    assert snapshot.errors == [
-        {
-            "code": "input_file_not_found",
-            "message": "The input file '<input file id>' was lost.",
-            "line": None,
-            "param": None,
-        }
-    ]
+    assert batch.input_file_id == "file-secret"
+    assert snapshot.errors == (Failure.of("input_file_not_found", "The input file '<input file id>' was lost."),)
     assert "file-secret" not in json.dumps(snapshot.to_dict())
     assert BatchSnapshot.from_dict(snapshot.to_dict()) == snapshot
 
@@ -800,18 +832,18 @@ def test_snapshot_tolerates_azures_quirks() -> None:
 def test_client_authenticates_with_an_entra_token_by_default(emulator: RunningEmulator) -> None:
     client = services.openai_client(RESOURCE)
 
-    client.list_batches(limit=1)
+    list(client.list_batches())
 
     (listing,) = emulator.requests_log(service="openai", route="batches.list")
     assert listing["auth"] == "bearer"
-    assert listing["query"] == {"api-version": "2024-10-21", "limit": "1"}
+    assert listing["query"] == {"api-version": "2024-10-21", "limit": "100"}
 
 
 def test_client_with_an_api_key_sends_it(emulator: RunningEmulator) -> None:
     resource = emulator.resource(RESOURCE)
     client = AzureOpenAIClient(resource["endpoint"], "2024-10-21", api_key=resource["apiKey"])
 
-    client.list_batches(limit=1)
+    list(client.list_batches())
 
     assert [e["auth"] for e in emulator.requests_log(service="openai", route="batches.list")] == ["api-key"]
 
@@ -837,7 +869,7 @@ def test_client_uses_the_api_key_from_key_vault_when_the_resource_names_apiKeySe
     )
     services.reset()
 
-    services.openai_client(RESOURCE).list_batches(limit=1)
+    list(services.openai_client(RESOURCE).list_batches())
 
     assert [e["auth"] for e in emulator.requests_log(service="openai", route="batches.list")] == ["api-key"]
 
@@ -862,14 +894,14 @@ def test_a_rotated_api_key_in_key_vault_takes_over_without_a_restart(
         ),
     )
     services.reset()
-    with pytest.raises(AzureOpenAIError) as refused:
-        services.openai_client(RESOURCE).list_batches(limit=1)
+    with pytest.raises(AzureError) as refused:
+        list(services.openai_client(RESOURCE).list_batches())
     assert refused.value.status == 401
 
     set_secret(emulator, "aoai-eastus-key", resource["apiKey"])  # rotated in the vault
     monkeypatch.setattr(services, "API_KEY_REFRESH_SECONDS", 0.0)
 
-    assert services.openai_client(RESOURCE).list_batches(limit=1)["object"] == "list"
+    assert list(services.openai_client(RESOURCE).list_batches()) == []
 
 
 def test_errors_carry_status_code_and_retry_after(emulator: RunningEmulator, eastus: DataPlane) -> None:
@@ -877,11 +909,11 @@ def test_errors_carry_status_code_and_retry_after(emulator: RunningEmulator, eas
     file_id = eastus.upload(batch_lines(1))["id"]
     emulator.add_fault(service="openai", route="batches.create", status=429, retryAfter=2.5, times=1)
 
-    with pytest.raises(AzureOpenAIError) as throttled:
+    with pytest.raises(AzureError) as throttled:
         client.create_batch(file_id, "/chat/completions", "24h")
-    with pytest.raises(AzureOpenAIError) as refused:
+    with pytest.raises(AzureError) as refused:
         client.create_batch(file_id, "/chat/completions", "1h")
-    with pytest.raises(AzureOpenAIError) as missing:
+    with pytest.raises(AzureError) as missing:
         client.get_batch("batch_missing")
 
     assert (throttled.value.status, throttled.value.code, throttled.value.retry_after) == (429, "429", 2.5)
@@ -903,10 +935,10 @@ def test_auth_failures_carry_azures_401_bodies(emulator: RunningEmulator) -> Non
 
     endpoint = emulator.resource(RESOURCE)["endpoint"]
 
-    with pytest.raises(AzureOpenAIError) as bad_token:
-        AzureOpenAIClient(endpoint, "2024-10-21", credential=WrongToken()).list_batches()
-    with pytest.raises(AzureOpenAIError) as bad_key:
-        AzureOpenAIClient(endpoint, "2024-10-21", api_key="wrong").list_batches()
+    with pytest.raises(AzureError) as bad_token:
+        AzureOpenAIClient(endpoint, "2024-10-21", credential=WrongToken()).get_batch("batch_1")
+    with pytest.raises(AzureError) as bad_key:
+        AzureOpenAIClient(endpoint, "2024-10-21", api_key="wrong").get_batch("batch_1")
 
     assert (bad_token.value.status, bad_token.value.code) == (401, "401")
     assert bad_token.value.message.startswith("Unauthorized. Access token is missing, invalid")
@@ -918,14 +950,14 @@ def test_no_reply_is_an_error_without_status(emulator: RunningEmulator, eastus: 
     client = services.openai_client(RESOURCE)
     emulator.add_fault(service="openai", route="batches.create", drop=True, times=1)
 
-    with pytest.raises(AzureOpenAIError) as dropped:
+    with pytest.raises(AzureError) as dropped:
         client.create_batch(eastus.upload(batch_lines(1))["id"], "/chat/completions", "24h")
 
     assert (dropped.value.status, dropped.value.code, dropped.value.transient) == (None, "NoReply", True)
     assert emulator.batches(RESOURCE) == []
 
 
-def test_iter_batches_pages_past_100_and_find_batch_reaches_the_second_page(
+def test_list_batches_pages_past_100_and_find_batch_reaches_the_second_page(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     # Batches of a file the resource does not hold cost nothing: they fail validation and enqueue no tokens.
@@ -936,43 +968,43 @@ def test_iter_batches_pages_past_100_and_find_batch_reaches_the_second_page(
         created.append(response.json())
     client = services.openai_client(RESOURCE)
 
-    listed = list(client.iter_batches())
+    listed = list(client.list_batches())
     oldest = client.find_batch({"n": "0"}, created_since=0)
 
-    assert [b["id"] for b in listed] == [b["id"] for b in reversed(created)]  # newest first, each once
+    assert [b.id for b in listed] == [b["id"] for b in reversed(created)]  # newest first, each once
     assert oldest is not None
-    assert oldest["id"] == created[0]["id"]
+    assert oldest.id == created[0]["id"]
     pages = emulator.requests_log(service="openai", route="batches.list")
-    assert [p["query"].get("after") for p in pages] == [None, listed[99]["id"]] * 2
+    assert [p["query"].get("after") for p in pages] == [None, listed[99].id] * 2
     assert {p["query"]["limit"] for p in pages} == {"100"}
     newest = client.find_batch({"n": "104"}, created_since=0)
     assert newest is not None
-    assert newest["id"] == created[-1]["id"]
+    assert newest.id == created[-1]["id"]
     assert len(emulator.requests_log(service="openai", route="batches.list")) == 5  # found on the first page
 
 
 def test_a_lookup_only_submit_creates_nothing_and_finds_an_earlier_batch(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    state = new_state(input_file_id=eastus.upload(batch_lines(2))["id"], lookup_only=True)
+    run = Run(input_file_id=eastus.upload(batch_lines(2))["id"])
 
-    assert activity("submit_batch", state.to_dict()) == {"outcome": "not_created"}
+    assert run.submit(lookup_only=True)["outcome"] == "not_created"
     assert emulator.batches(RESOURCE) == []
 
-    created = activity("submit_batch", {**state.to_dict(), "lookup_only": False})
-    found = activity("submit_batch", state.to_dict())
+    created = run.submit()
+    found = run.submit(lookup_only=True)
     assert (created["outcome"], found["outcome"]) == ("submitted", "reattached")
     assert found["batch"]["id"] == created["batch"]["id"]
 
 
 def test_an_unreachable_vault_at_submit_raises_so_it_is_retried(emulator: RunningEmulator, eastus: DataPlane) -> None:
     set_secret(emulator, "batch-input", eastus.upload(batch_lines(2))["id"])
-    ref = activity("resolve_batch_input", new_state(input_file_secret="batch-input").to_dict())
+    ref = Run(input_file_secret="batch-input").resolve()
     emulator.add_fault(service="keyvault", route="secrets.get*", status=503)
-    state = new_state(input_file_secret="batch-input", secret_version=ref["version"])
+    run = Run(input_file_secret="batch-input", secret_version=ref["version"])
 
     with pytest.raises(SecretUnavailable) as raised:
-        activity("submit_batch", state.to_dict())
+        run.submit()
 
     assert raised.value.transient
     assert emulator.batches(RESOURCE) == []
@@ -982,9 +1014,9 @@ def test_the_next_attempt_after_a_quota_failure_does_not_reattach_to_the_failed_
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     file_id = eastus.upload(batch_lines(2))["id"]
-    first = activity("submit_batch", new_state(file_id).to_dict())
+    first = Run(file_id).submit()
 
-    second = activity("submit_batch", new_state(file_id, attempt=2).to_dict())
+    second = Run(file_id, attempt=2).submit()
 
     assert (first["outcome"], second["outcome"]) == ("submitted", "submitted")
     assert first["batch"]["id"] != second["batch"]["id"]

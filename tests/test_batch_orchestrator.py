@@ -1,51 +1,63 @@
-"""The batch_run orchestrator, driven through the real azure-functions-durable replay engine (tests/replay.py)."""
+"""The batch_run orchestrator, driven through the real azure-functions-durable replay engine (tests/replay.py).
+
+The decisions themselves are tested as a table in tests/test_batch_decisions.py; these tests show the orchestrator
+carries them out with the Durable API: activities with their step as input, durable timers, the cancel event,
+continue-as-new, and the run resource as custom status and output.
+"""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from blueprints.batch_runs import CANCEL_EVENT, MAX_SUBMIT_ROUNDS, POLLS_PER_EXECUTION, QUOTA_BACKOFF, SUBMIT_BACKOFF
-from shared.runs import BatchRunState
+from blueprints.batch_runs import CANCEL_EVENT
+from shared.batch_run import (
+    MAX_EPISODE_EVENTS,
+    MAX_RESOLVE_FAILURES,
+    MAX_SUBMIT_FAILURES,
+    QUOTA_BACKOFF,
+    SUBMIT_BACKOFF,
+    BatchChecked,
+    BatchRun,
+    BatchSnapshot,
+    CancelAnswered,
+    InputResolved,
+    SubmitAnswered,
+    SubmitOutcome,
+    seen_to_dict,
+)
+from shared.runs import Failure
 from tests.replay import Replay
 
 START = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 CREATED = int(START.timestamp()) + 2
+RUN_ID = "gpt-4o-batch::batch::0123456789abcdef0123456789abcdef"
 
 
 def run_input(**changes: Any) -> dict[str, Any]:
-    state = BatchRunState(
-        run_id="gpt-4o-batch::batch::0123456789abcdef",
+    run = BatchRun(
+        run_id=RUN_ID,
         resource="aoai-devstack-eastus",
         external_id="gpt-4o-batch::batch",
         deployment="gpt-4o-batch",
         endpoint="/chat/completions",
         completion_window="24h",
         requested_at="2026-11-26T09:00:00Z",
-        deadline="2026-11-27T10:00:00Z",
         monitor_url="https://portal.azure.com/#@t/resource/x/overview",
         input_file_id="file-abc123",
     )
-    return state.to_dict() | changes
+    return run.to_dict() | changes
 
 
-def snapshot(status: str, **fields: Any) -> dict[str, Any]:
-    batch: dict[str, Any] = {
-        "id": "batch_1",
-        "status": status,
-        "created_at": CREATED,
-        "expires_at": CREATED + 86400,
-        "total": None,
-        "completed": None,
-        "failed": None,
-        "errors": [],
-    }
+def snapshot(status: str, **fields: Any) -> BatchSnapshot:
+    values: dict[str, Any] = {"id": "batch_1", "status": status, "created_at": CREATED, "expires_at": CREATED + 86400}
     if status != "validating":
-        batch |= {"in_progress_at": CREATED + 60, "total": 100, "completed": 0, "failed": 0}
-    batch.update(fields)
-    return batch
+        values |= {"in_progress_at": CREATED + 60, "total": 100, "completed": 0, "failed": 0}
+    values.update(fields)
+    return BatchSnapshot(**values)
 
 
 COMPLETED = snapshot(
@@ -59,56 +71,79 @@ COMPLETED = snapshot(
 )
 
 
+def answer(outcome: SubmitOutcome, batch: BatchSnapshot | None = None, **extra: Any) -> dict[str, Any]:
+    return seen_to_dict(SubmitAnswered(outcome=outcome, batch=batch, **extra))
+
+
+def checked(batch: BatchSnapshot, cancel_requested: bool = False) -> dict[str, Any]:
+    return seen_to_dict(BatchChecked(batch=batch, cancel_requested=cancel_requested))
+
+
 def started(**changes: Any) -> Replay:
-    replay = Replay("batch_run", run_input(**changes), now=START)
+    replay = Replay("batch_run", run_input(**changes), instance_id=RUN_ID, now=START)
     replay.run()
     return replay
 
 
-def submitted(batch: dict[str, Any] | None = None) -> Replay:
+def submitted(batch: BatchSnapshot | None = None) -> Replay:
     replay = started()
-    replay.complete("submit_batch", {"outcome": "submitted", "batch": batch or snapshot("validating")})
+    replay.complete("submit_batch", answer(SubmitOutcome.SUBMITTED, batch or snapshot("validating")))
     return replay
 
 
-def test_first_episode_submits_with_the_run_state_and_shows_starting() -> None:
+def stamp(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def test_first_episode_submits_with_the_submit_step_and_shows_starting() -> None:
     replay = started()
 
     submit = replay.activity("submit_batch")
-    assert submit.input["run_id"] == "gpt-4o-batch::batch::0123456789abcdef"
-    assert submit.input["input_file_id"] == "file-abc123"
-    assert submit.retry == {"firstRetryIntervalInMilliseconds": 5000, "maxNumberOfAttempts": 5}
-    assert replay.custom_status["status"] == "Starting"
-    assert replay.custom_status["runId"] is None
+    assert (submit.input["run_id"], submit.input["attempt"]) == (RUN_ID, 1)
+    assert (submit.input["input_file_id"], submit.input["lookup_only"]) == ("file-abc123", False)
+    assert submit.retry is None  # retries are the run's own decisions, on durable timers
+    assert (replay.custom_status["status"], replay.custom_status["runId"]) == ("Starting", None)
     assert not replay.done
 
 
 def test_secret_input_is_resolved_by_an_activity_before_submit() -> None:
     replay = started(input_file_id=None, input_file_secret="batch-input")
 
-    assert replay.activity().name == "resolve_batch_input"
-    replay.complete("resolve_batch_input", {"name": "batch-input", "version": "v1"})
+    assert replay.activity().input == {"run_id": RUN_ID, "secret": "batch-input"}
+    replay.complete("resolve_batch_input", seen_to_dict(InputResolved(version="v1")))
 
     submit = replay.activity("submit_batch")
-    assert submit.input["secret_version"] == "v1"
-    assert "file-" not in str(replay.custom_status)
+    assert (submit.input["input_file_secret"], submit.input["secret_version"]) == ("batch-input", "v1")
+    assert "file-" not in json.dumps(replay.custom_status)
 
 
-def test_missing_secret_fails_the_run_naming_the_secret_after_retries() -> None:
+def test_missing_secret_fails_the_run_naming_the_secret() -> None:
     replay = started(input_file_id=None, input_file_secret="batch-input")
-    for _ in range(5):
-        replay.fail("resolve_batch_input", "Key Vault secret 'batch-input' was not found in the vault")
+    refusal = Failure.of(
+        "input_secret_unavailable", "Key Vault secret 'batch-input' was not found in the vault", param="inputFileSecret"
+    )
+
+    replay.complete("resolve_batch_input", seen_to_dict(InputResolved(refusal=refusal)))
+
+    assert replay.done
+    assert (replay.output["status"], replay.output["failure"]) == ("Failed", refusal.to_dict())
+
+
+def test_an_activity_failure_never_reaches_the_run_resource() -> None:
+    replay = started(input_file_id=None, input_file_secret="batch-input")
+    internals = 'Result: Failure\nException: SecretUnavailable: boom\nStack: File "/home/site/wwwroot/shared/x.py"'
+    for _ in range(MAX_RESOLVE_FAILURES - 1):
+        replay.fail("resolve_batch_input", internals)
         replay.fire_timer()
+    replay.fail("resolve_batch_input", internals)
 
     assert replay.done
     failure = replay.output["failure"]
-    assert (replay.output["status"], failure["code"], failure["param"]) == (
-        "Failed",
-        "input_secret_unavailable",
-        "inputFileSecret",
-    )
-    assert "batch-input" in failure["message"]
-    assert not [p for p in replay.pending if p.kind == "activity"]
+    assert (failure["code"], failure["param"]) == ("input_secret_unavailable", "inputFileSecret")
+    text = json.dumps(replay.output)
+    assert "Stack" not in text
+    assert "wwwroot" not in text
+    assert "Exception" not in text
 
 
 def test_after_submit_the_run_waits_on_a_durable_timer_then_checks() -> None:
@@ -119,20 +154,24 @@ def test_after_submit_the_run_waits_on_a_durable_timer_then_checks() -> None:
     timer = replay.timer()
     assert timer.fire_at is not None
     assert timedelta(seconds=10) <= timer.fire_at - START <= timedelta(seconds=60)
-    assert status["nextCheckAt"] == timer.fire_at.isoformat().replace("+00:00", "Z")
+    assert status["nextCheckAt"] == stamp(timer.fire_at)
     assert not [p for p in replay.pending if p.kind == "activity"]
 
     replay.fire_timer()
-    assert replay.activity().name == "check_batch"
+    check = replay.activity()
+    assert (check.name, check.input) == (
+        "check_batch",
+        {"run_id": RUN_ID, "resource": "aoai-devstack-eastus", "batch_id": "batch_1"},
+    )
 
 
 def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
     replay = submitted()
     replay.fire_timer()
-    replay.complete("check_batch", {"batch": snapshot("in_progress", completed=40), "cancelRequested": False})
+    replay.complete("check_batch", checked(snapshot("in_progress", completed=40)))
     assert replay.custom_status["progress"] == {"total": 100, "completed": 40, "failed": 0, "percent": 40.0}
     replay.fire_timer()
-    replay.complete("check_batch", {"batch": COMPLETED, "cancelRequested": False})
+    replay.complete("check_batch", checked(COMPLETED))
 
     assert replay.done
     run = replay.output
@@ -144,204 +183,95 @@ def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
         "request_counts_completed": 98,
         "request_counts_failed": 2,
     }
-    assert run["startedAt"] == datetime.fromtimestamp(CREATED, UTC).isoformat().replace("+00:00", "Z")
-    assert run["endedAt"] == datetime.fromtimestamp(CREATED + 700, UTC).isoformat().replace("+00:00", "Z")
-    assert run["failure"] is None
+    assert run["startedAt"] == stamp(datetime.fromtimestamp(CREATED, UTC))
+    assert run["endedAt"] == stamp(datetime.fromtimestamp(CREATED + 700, UTC))
+    assert (run["failure"], run["phase"], run["nextCheckAt"]) == (None, "done", None)
     assert replay.custom_status == run
 
 
 @pytest.mark.parametrize(
-    ("batch", "status", "code", "hint"),
+    ("batch", "status", "code"),
     [
         (
-            snapshot(
-                "failed",
-                failed_at=CREATED + 30,
-                errors=[{"code": "input_file_not_found", "message": "gone", "line": None, "param": None}],
-            ),
+            snapshot("failed", failed_at=CREATED + 30, errors=(Failure.of("input_file_not_found", "gone"),)),
             "Failed",
             "input_file_not_found",
-            "scoped to the Azure OpenAI resource",
-        ),
-        (
-            snapshot(
-                "failed",
-                failed_at=CREATED + 30,
-                errors=[{"code": "model_not_found", "message": "no model", "line": 3, "param": "body.model"}],
-            ),
-            "Failed",
-            "model_not_found",
-            "re-import",
         ),
         (
             snapshot("expired", expired_at=CREATED + 86400, completed=60, output_file_id="file-partial"),
             "Failed",
             "expired",
-            "completion window",
         ),
         (
             snapshot("cancelled", cancelled_at=CREATED + 900, completed=10, output_file_id="file-partial"),
             "Cancelled",
             None,
-            None,
         ),
     ],
 )
-def test_terminal_azure_status_maps_to_run_status_with_failure_detail(
-    batch: dict[str, Any], status: str, code: str | None, hint: str | None
+def test_terminal_azure_status_ends_the_run_with_its_failure_and_end_time(
+    batch: BatchSnapshot, status: str, code: str | None
 ) -> None:
     replay = submitted()
     replay.fire_timer()
-    replay.complete("check_batch", {"batch": batch, "cancelRequested": False})
+    replay.complete("check_batch", checked(batch))
 
     run = replay.output
     assert run["status"] == status
-    if code is None:
-        assert run["failure"] is None
-    else:
-        assert run["failure"]["code"] == code
-        assert hint in run["failure"]["hint"]
-    end_field = {"failed": "failed_at", "expired": "expired_at", "cancelled": "cancelled_at"}[batch["status"]]
-    assert run["endedAt"] == datetime.fromtimestamp(batch[end_field], UTC).isoformat().replace("+00:00", "Z")
-    if batch.get("output_file_id"):
-        assert run["outputs"]["output_file_id"] == "file-partial"
+    assert (run["failure"] or {}).get("code") == code
+    assert run["endedAt"] == stamp(datetime.fromtimestamp(batch.ended_at or 0, UTC))
 
 
-def test_reattached_submit_continues_like_a_new_one() -> None:
+def test_submit_failures_wait_on_timers_with_backoff_then_succeed() -> None:
     replay = started()
-    replay.complete("submit_batch", {"outcome": "reattached", "batch": snapshot("in_progress", completed=5)})
-
-    assert replay.custom_status["runId"] == "batch_1"
-    assert replay.timer()
-
-
-def test_submit_retries_after_an_unknown_outcome_then_succeeds() -> None:
-    replay = started()
-    replay.fail("submit_batch", "submit outcome unknown (500 InternalServerError)")
-    replay.fire_timer()  # DTFx's retry interval
-
-    retry = replay.activity("submit_batch")
-    assert retry.attempts == 2
-    replay.complete("submit_batch", {"outcome": "reattached", "batch": snapshot("validating")})
-    assert replay.custom_status["status"] == "Running"
-
-
-def exhaust_submit_retries(replay: Replay) -> None:
-    for _ in range(5):  # DTFx's attempts of one call_activity_with_retry
-        replay.fail("submit_batch", "submit outcome unknown (503 ServiceUnavailable)")
-        replay.fire_timer()
-
-
-def test_a_long_5xx_storm_on_submit_waits_on_timers_and_tries_again() -> None:
-    replay = started()
-    exhaust_submit_retries(replay)
-
-    assert not replay.done
-    assert replay.custom_status["status"] == "Starting"
-    timer = replay.timer()
-    assert timer.fire_at is not None
-    assert (timer.fire_at - replay.now).total_seconds() == SUBMIT_BACKOFF[0]
-    replay.fire_timer()
-    replay.complete("submit_batch", {"outcome": "reattached", "batch": snapshot("validating")})
-    assert replay.custom_status["status"] == "Running"
-
-
-def test_submit_failing_round_after_round_finally_fails_the_run() -> None:
-    replay = started()
-    for round_ in range(MAX_SUBMIT_ROUNDS):
-        exhaust_submit_retries(replay)
-        if round_ < MAX_SUBMIT_ROUNDS - 1:
-            replay.fire_timer()
-
-    assert replay.done
-    failure = replay.output["failure"]
-    assert failure["code"] == "submit_unknown"
-    assert "503" in failure["message"]
-    assert "runId=gpt-4o-batch::batch::0123456789abcdef" in failure["message"]
-
-
-def test_cancel_after_an_unknown_submit_looks_for_the_batch_before_ending() -> None:
-    replay = started()
-    exhaust_submit_retries(replay)  # an earlier attempt may have created the batch
-
-    replay.raise_event(CANCEL_EVENT)
-
-    assert not replay.done
-    lookup = replay.activity("submit_batch")
-    assert lookup.input["lookup_only"] is True
-    assert lookup.input["cancel_requested"] is True
-    replay.complete("submit_batch", {"outcome": "reattached", "batch": snapshot("in_progress", completed=3)})
-    assert replay.activity().name == "cancel_batch"  # the found batch is cancelled, not orphaned
-
-
-def test_cancel_after_an_unknown_submit_ends_cancelled_when_no_batch_exists() -> None:
-    replay = started()
-    exhaust_submit_retries(replay)
-    replay.raise_event(CANCEL_EVENT)
-
-    replay.complete("submit_batch", {"outcome": "cancelled"})
-
-    assert (replay.output["status"], replay.output["runId"]) == ("Cancelled", None)
-
-
-def test_deadline_after_an_unknown_submit_looks_once_more_then_times_out() -> None:
-    replay = started(deadline="2026-11-26T09:00:30Z")
-    exhaust_submit_retries(replay)  # now 09:00:25
-    replay.fire_timer()  # the backoff wait ends at the deadline
-
-    lookup = replay.activity("submit_batch")
-    assert lookup.input["lookup_only"] is True
-    replay.complete("submit_batch", {"outcome": "not_created"})
-    assert (replay.output["status"], replay.output["failure"]["code"]) == ("Failed", "timeout")
-
-
-def test_rejected_submit_fails_with_azure_code() -> None:
-    replay = started()
-    replay.complete("submit_batch", {"outcome": "rejected", "error": {"code": "invalidPayload", "message": "bad"}})
-
-    assert replay.done
-    assert (replay.output["status"], replay.output["failure"]["code"]) == ("Failed", "invalidPayload")
-
-
-def test_token_quota_waits_with_backoff_showing_starting_then_submits() -> None:
-    replay = started()
-    first, factor, _ = QUOTA_BACKOFF
     waits = []
     for _ in range(3):
-        replay.complete("submit_batch", {"outcome": "quota", "message": "token_limit_exceeded"})
-        assert replay.custom_status["status"] == "Starting"
-        assert replay.custom_status["phase"] == "quota"
+        replay.fail("submit_batch", "SubmitUnknown: submit outcome unknown (503 ServiceUnavailable)")
         timer = replay.timer()
         assert timer.fire_at is not None
         waits.append((timer.fire_at - replay.now).total_seconds())
         replay.fire_timer()
-    assert waits == [first, first * factor, first * factor**2]
-    assert replay.custom_status["quotaAttempts"] == 3
+    assert waits == [SUBMIT_BACKOFF.delay(1), SUBMIT_BACKOFF.delay(2), SUBMIT_BACKOFF.delay(3)]
 
-    replay.complete("submit_batch", {"outcome": "submitted", "batch": snapshot("validating")})
+    replay.complete("submit_batch", answer(SubmitOutcome.REATTACHED, snapshot("validating")))
     assert replay.custom_status["status"] == "Running"
 
 
-def test_quota_until_the_deadline_fails_with_timeout_and_no_batch() -> None:
-    replay = started(deadline="2026-11-26T09:02:00Z")
-    replay.complete("submit_batch", {"outcome": "quota", "message": "token_limit_exceeded"})
-    replay.fire_timer()
-    replay.complete("submit_batch", {"outcome": "quota", "message": "token_limit_exceeded"})
-    timer = replay.timer()
-    assert timer.fire_at == datetime(2026, 11, 26, 9, 2, tzinfo=UTC)  # never past the deadline
-    replay.fire_timer()
+def test_submit_failing_until_the_limit_fails_the_run_naming_the_run_id() -> None:
+    replay = started()
+    for attempt in range(MAX_SUBMIT_FAILURES):
+        replay.fail("submit_batch", "SubmitUnknown: submit outcome unknown (503 ServiceUnavailable)")
+        if replay.continued:  # long storms continue as new too; the count carries over
+            replay.continue_as_new()
+        if replay.done:
+            break
+        replay.fire_timer()
+        if replay.continued:
+            replay.continue_as_new()
+        assert attempt < MAX_SUBMIT_FAILURES - 1
 
     assert replay.done
-    assert (replay.output["status"], replay.output["failure"]["code"], replay.output["runId"]) == (
-        "Failed",
-        "timeout",
-        None,
-    )
+    failure = replay.output["failure"]
+    assert failure["code"] == "submit_unknown"
+    assert f"runId={RUN_ID}" in failure["message"]
+    assert "503" not in failure["message"]  # the activity's error text stays in the logs
+
+
+def test_cancel_after_an_unknown_submit_looks_for_the_batch_before_ending() -> None:
+    replay = started()
+    replay.fail("submit_batch", "SubmitUnknown: submit outcome unknown (500 InternalServerError)")
+
+    replay.raise_event(CANCEL_EVENT)
+
+    lookup = replay.activity("submit_batch")
+    assert lookup.input["lookup_only"] is True
+    replay.complete("submit_batch", answer(SubmitOutcome.REATTACHED, snapshot("in_progress", completed=3)))
+    assert replay.activity().name == "cancel_batch"  # the found batch is cancelled, not orphaned
 
 
 def test_cancel_before_submission_ends_cancelled_without_creating_a_batch() -> None:
     replay = started()
-    replay.complete("submit_batch", {"outcome": "quota", "message": "token_limit_exceeded"})
+    replay.complete("submit_batch", answer(SubmitOutcome.QUOTA))
 
     replay.raise_event(CANCEL_EVENT, {"requestedAt": "now"})
 
@@ -350,20 +280,30 @@ def test_cancel_before_submission_ends_cancelled_without_creating_a_batch() -> N
     assert not [p for p in replay.pending if p.kind == "activity"]
 
 
-def test_cancel_event_arriving_during_the_first_submit_is_honoured_at_the_next_step() -> None:
+def test_cancel_event_arriving_during_an_activity_is_honoured_at_the_next_step() -> None:
     replay = started()
     replay.raise_event(CANCEL_EVENT)  # arrives while submit_batch runs
-    replay.complete("submit_batch", {"outcome": "quota", "message": "token_limit_exceeded"})
+    replay.complete("submit_batch", answer(SubmitOutcome.QUOTA))
 
     assert replay.done
     assert replay.output["status"] == "Cancelled"
 
 
-def test_cancel_reported_by_the_submit_activity_ends_cancelled() -> None:
+def test_token_quota_waits_with_backoff_showing_starting_then_submits() -> None:
     replay = started()
-    replay.complete("submit_batch", {"outcome": "cancelled"})
+    waits = []
+    for _ in range(3):
+        replay.complete("submit_batch", answer(SubmitOutcome.QUOTA))
+        assert (replay.custom_status["status"], replay.custom_status["phase"]) == ("Starting", "quota")
+        timer = replay.timer()
+        assert timer.fire_at is not None
+        waits.append((timer.fire_at - replay.now).total_seconds())
+        replay.fire_timer()
+    assert waits == [QUOTA_BACKOFF.first, QUOTA_BACKOFF.first * 2, QUOTA_BACKOFF.first * 4]
+    assert replay.custom_status["quotaAttempts"] == 3
 
-    assert (replay.output["status"], replay.output["runId"]) == ("Cancelled", None)
+    replay.complete("submit_batch", answer(SubmitOutcome.SUBMITTED, snapshot("validating")))
+    assert replay.custom_status["status"] == "Running"
 
 
 def test_cancel_after_submission_cancels_the_batch_and_polls_to_cancelled() -> None:
@@ -371,31 +311,26 @@ def test_cancel_after_submission_cancels_the_batch_and_polls_to_cancelled() -> N
 
     replay.raise_event(CANCEL_EVENT)
     cancel = replay.activity("cancel_batch")
-    assert cancel.input["batch"]["id"] == "batch_1"
-    replay.complete("cancel_batch", snapshot("cancelling", completed=22, cancelling_at=CREATED + 300))
-    assert replay.custom_status["phase"] == "cancelling"
-    assert replay.custom_status["status"] == "Running"
+    assert cancel.input["batch_id"] == "batch_1"
+    cancelling = snapshot("cancelling", completed=22, cancelling_at=CREATED + 300)
+    replay.complete("cancel_batch", seen_to_dict(CancelAnswered(batch=cancelling)))
+    assert (replay.custom_status["phase"], replay.custom_status["status"]) == ("cancelling", "Running")
     replay.fire_timer()
-    replay.complete(
-        "check_batch",
-        {
-            "batch": snapshot("cancelled", completed=22, cancelled_at=CREATED + 500, output_file_id="file-partial"),
-            "cancelRequested": True,
-        },
-    )
+    cancelled = snapshot("cancelled", completed=22, cancelled_at=CREATED + 500, output_file_id="file-partial")
+    replay.complete("check_batch", checked(cancelled, cancel_requested=True))
 
     assert replay.done
     run = replay.output
     assert (run["status"], run["outputs"]["request_counts_completed"]) == ("Cancelled", 22)
     assert run["outputs"]["output_file_id"] == "file-partial"
-    assert len([p for p in replay.history if p.get("Name") == "cancel_batch"]) == 1
+    assert len([e for e in replay.history if e.get("Name") == "cancel_batch"]) == 1
 
 
 def test_cancel_seen_by_a_status_check_cancels_the_batch() -> None:
     replay = submitted(snapshot("in_progress", completed=20))
     replay.fire_timer()
 
-    replay.complete("check_batch", {"batch": snapshot("in_progress", completed=30), "cancelRequested": True})
+    replay.complete("check_batch", checked(snapshot("in_progress", completed=30), cancel_requested=True))
 
     assert replay.activity().name == "cancel_batch"
 
@@ -407,52 +342,92 @@ def test_failed_status_checks_do_not_fail_the_run() -> None:
 
     assert not replay.done
     replay.fire_timer()
-    replay.complete("check_batch", {"batch": COMPLETED, "cancelRequested": False})
+    replay.complete("check_batch", checked(COMPLETED))
     assert replay.output["status"] == "Success"
 
 
-def test_history_stays_bounded_with_continue_as_new_carrying_state() -> None:
-    replay = submitted(snapshot("in_progress", completed=1))
-    for poll in range(POLLS_PER_EXECUTION):
-        replay.fire_timer()
-        replay.complete("check_batch", {"batch": snapshot("in_progress", completed=2 + poll), "cancelRequested": False})
+def episode_events(replay: Replay) -> int:
+    return len(replay.history)
 
-    assert replay.done  # this execution ends by continuing as new
-    carried = replay.continued_with
-    assert carried["polls"] == POLLS_PER_EXECUTION
-    assert carried["batch"]["completed"] == POLLS_PER_EXECUTION + 1
-    assert carried["phase"] == "polling"
+
+def test_episodes_continue_as_new_before_their_history_passes_the_limit() -> None:
+    replay = submitted(snapshot("in_progress", completed=1))
+    longest = 0
+    polls = 0
+    while polls < 40:
+        if replay.activity_pending:
+            replay.complete("check_batch", checked(snapshot("in_progress", completed=2 + polls)))
+            polls += 1
+        else:
+            replay.fire_timer()
+        longest = max(longest, episode_events(replay))
+        if replay.continued:
+            carried = replay.continued_with
+            assert (carried["phase"], carried["polls"]) == ("polling", polls)
+            replay.continue_as_new()
+            assert not [e for e in replay.history if e.get("Name") == "submit_batch"]  # never a second submit
+            longest = max(longest, episode_events(replay))
+    assert not replay.done
+    assert replay.executions > 3
+    assert longest <= MAX_EPISODE_EVENTS
+    if replay.activity_pending:
+        replay.complete("check_batch", checked(COMPLETED))
+    else:
+        replay.fire_timer()
+        replay.complete("check_batch", checked(COMPLETED))
+    assert replay.output["status"] == "Success"
+
+
+def test_a_step_put_off_by_continue_as_new_is_the_next_episodes_first() -> None:
+    replay = submitted(snapshot("in_progress", completed=1))
+    while not replay.continued:
+        replay.fire_timer()
+        if not replay.continued:
+            replay.complete("check_batch", checked(snapshot("in_progress", completed=2)))
+    put_off = replay.continued_with["resume"]
 
     replay.continue_as_new()
-    assert replay.executions == 2
-    assert replay.timer()  # the new execution goes straight back to waiting, no second submit
-    assert not [e for e in replay.history if e.get("Name") == "submit_batch"]
-    replay.fire_timer()
-    replay.complete("check_batch", {"batch": COMPLETED, "cancelRequested": False})
-    assert replay.output["status"] == "Success"
+
+    pending = replay.pending[0]
+    if put_off["step"] == "Check":
+        assert (pending.kind, pending.name, pending.input["batch_id"]) == ("activity", "check_batch", "batch_1")
+    else:
+        assert pending.kind == "timer"
+        assert stamp(pending.fire_at) == put_off["until"]  # type: ignore[arg-type]
 
 
 def test_deadline_passed_cancels_the_batch_and_fails_with_timeout() -> None:
-    replay = submitted(snapshot("in_progress", completed=1, created_at=CREATED))
+    replay = submitted(snapshot("in_progress", completed=1))
     replay.now = datetime.fromtimestamp(CREATED, UTC) + timedelta(hours=25, minutes=1)  # the host was down
     replay.fire_timer()
-    replay.complete("check_batch", {"batch": snapshot("in_progress", completed=50), "cancelRequested": False})
+    replay.complete("check_batch", checked(snapshot("in_progress", completed=50)))
 
     assert replay.activity().name == "cancel_batch"
-    replay.complete("cancel_batch", snapshot("cancelling", completed=50, cancelling_at=CREATED + 90000))
+    cancelling = snapshot("cancelling", completed=50, cancelling_at=CREATED + 90000)
+    replay.complete("cancel_batch", seen_to_dict(CancelAnswered(batch=cancelling)))
 
     assert replay.done
     assert (replay.output["status"], replay.output["failure"]["code"]) == ("Failed", "timeout")
 
 
 def test_the_deadline_follows_the_batch_creation_time() -> None:
-    replay = submitted()
-    assert replay.input["deadline"] == "2026-11-27T10:00:00Z"  # request time + 24 h window + 1 h grace
+    replay = started()
+    assert replay.custom_status is not None
 
-    replay.fire_timer()
+    replay.complete("submit_batch", answer(SubmitOutcome.SUBMITTED, snapshot("validating")))
 
     expected = datetime.fromtimestamp(CREATED, UTC) + timedelta(hours=25)  # Azure's created_at + window + grace
-    assert replay.activity("check_batch").input["deadline"] == expected.isoformat().replace("+00:00", "Z")
+    assert replay.state["actions"]  # the timer was created
+    assert BatchRun.from_dict(_state_after(replay)).deadline == stamp(expected)
+
+
+def _state_after(replay: Replay) -> dict[str, Any]:
+    """The run state the orchestration carries, as it passes it on when it continues as new."""
+    while not replay.continued:
+        replay.fire_timer()
+        if not replay.continued:
+            replay.complete("check_batch", checked(snapshot("in_progress", completed=1)))
+    return dict(replay.continued_with)
 
 
 def test_replaying_the_whole_history_is_deterministic() -> None:
@@ -463,36 +438,8 @@ def test_replaying_the_whole_history_is_deterministic() -> None:
     again = replay.run()  # the same history once more, with nothing new
 
     assert again["customStatus"] == first["customStatus"]
+    assert again["actions"] == first["actions"]
     assert len(replay.pending) == 1
-
-
-def test_a_run_started_without_a_deadline_takes_it_from_the_orchestration_clock() -> None:
-    replay = started(deadline="")
-
-    assert replay.custom_status is not None
-    assert replay.activity("submit_batch").input["deadline"] == "2026-11-27T10:00:00Z"  # START + 24 h + 1 h
-
-
-def test_a_batch_that_finished_before_the_deadline_cancel_reports_azures_status() -> None:
-    replay = submitted(snapshot("in_progress", completed=99))
-    replay.now = datetime.fromtimestamp(CREATED, UTC) + timedelta(hours=25, minutes=1)
-    replay.fire_timer()
-    replay.complete("check_batch", {"batch": snapshot("finalizing", completed=100), "cancelRequested": False})
-
-    replay.complete("cancel_batch", COMPLETED)  # Azure answered 409: it had already completed
-
-    assert (replay.output["status"], replay.output["failure"]) == ("Success", None)
-
-
-def test_after_a_cancel_the_next_check_follows_the_cancelling_pace() -> None:
-    replay = submitted(snapshot("in_progress", completed=1))
-    replay.raise_event(CANCEL_EVENT)
-
-    replay.complete("cancel_batch", snapshot("cancelling", completed=1, cancelling_at=CREATED + 10))
-
-    timer = replay.timer()
-    assert timer.fire_at is not None
-    assert (timer.fire_at - replay.now).total_seconds() <= 60
 
 
 def test_a_batch_failed_for_quota_at_validation_is_followed_by_the_next_attempt() -> None:
@@ -501,25 +448,17 @@ def test_a_batch_failed_for_quota_at_validation_is_followed_by_the_next_attempt(
     quota_failed = snapshot(
         "failed",
         failed_at=CREATED + 30,
-        errors=[
-            {
-                "code": "token_limit_exceeded",
-                "message": "The number of enqueued tokens has surpassed the configured "
-                "limit of 30K for the deployment 'gpt-4o-batch'.",
-                "line": None,
-                "param": None,
-            }
-        ],
+        errors=(Failure.of("token_limit_exceeded", "The number of enqueued tokens has surpassed the limit."),),
     )
 
-    replay.complete("check_batch", {"batch": quota_failed, "cancelRequested": False})
+    replay.complete("check_batch", checked(quota_failed))
 
     assert not replay.done
     assert (replay.custom_status["status"], replay.custom_status["phase"]) == ("Starting", "quota")
     replay.fire_timer()  # the quota backoff
     again = replay.activity("submit_batch")
-    assert (again.input["attempt"], again.input["batch"]) == (2, None)
-    replay.complete("submit_batch", {"outcome": "submitted", "batch": snapshot("validating", id="batch_2")})
+    assert again.input["attempt"] == 2
+    replay.complete("submit_batch", answer(SubmitOutcome.SUBMITTED, snapshot("validating", id="batch_2")))
     replay.fire_timer()
-    replay.complete("check_batch", {"batch": COMPLETED | {"id": "batch_2"}, "cancelRequested": False})
+    replay.complete("check_batch", checked(BatchSnapshot(**{**COMPLETED.__dict__, "id": "batch_2"})))
     assert (replay.output["status"], replay.output["runId"]) == ("Success", "batch_2")

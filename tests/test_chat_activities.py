@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from shared.azure_openai import AzureOpenAIError
 from shared.chat import ChatRun
+from shared.http import AzureError
+from shared.runs import Failure, RunStatus
 from tests.conftest import RunningEmulator
 from tests.devstack.conftest import DataPlane
 from tests.functions import functions_by_name
@@ -124,17 +125,16 @@ def test_deployment_that_cannot_chat_is_an_error_result_not_an_exception(
 ) -> None:
     result = complete_chat(new_run(deployment))
 
-    assert set(result) == {"error"}
-    assert (result["error"]["status"], result["error"]["code"]) == (status, code)
-    assert result["error"]["message"].startswith(message_start)
+    assert set(result) == {"failure"}
+    assert result["failure"]["code"] == code
+    assert result["failure"]["message"].startswith(message_start)
     assert len(sent_bodies(emulator)) == 1  # a refusal Azure will repeat is not retried
 
 
 def test_filtered_prompt_is_an_error_result() -> None:
     result = complete_chat(new_run(user_prompt="Tell me [[content_filter]]"))
 
-    assert result["error"]["code"] == "content_filter"
-    assert result["error"]["status"] == 400
+    assert result["failure"]["code"] == "content_filter"
 
 
 def test_throttling_within_the_retries_still_gives_the_result(emulator: RunningEmulator) -> None:
@@ -152,7 +152,7 @@ def test_throttling_within_the_retries_still_gives_the_result(emulator: RunningE
 def test_throttling_beyond_the_retries_raises_so_durable_retries_later(emulator: RunningEmulator) -> None:
     emulator.add_fault(service="openai", route="chat.completions", status=429, retryAfter=0.01)
 
-    with pytest.raises(AzureOpenAIError) as raised:
+    with pytest.raises(AzureError) as raised:
         complete_chat(new_run())
 
     assert (raised.value.status, raised.value.transient) == (429, True)
@@ -162,7 +162,7 @@ def test_throttling_beyond_the_retries_raises_so_durable_retries_later(emulator:
 def test_unavailable_service_raises_so_durable_retries(emulator: RunningEmulator) -> None:
     emulator.add_fault(service="openai", route="chat.completions", times=1, status=503)
 
-    with pytest.raises(AzureOpenAIError) as raised:
+    with pytest.raises(AzureError) as raised:
         complete_chat(new_run())
     retried = complete_chat(new_run())
 
@@ -179,15 +179,14 @@ def test_failure_after_which_the_completion_may_have_run_fails_without_paying_tw
 
     result = complete_chat(new_run())
 
-    assert result["error"]["code"] in ("InternalServerError", "NoReply")
-    assert result["error"]["status"] == fault.get("status")
+    assert result["failure"]["code"] == ("InternalServerError" if fault.get("status") else "NoReply")
     assert len(sent_bodies(emulator)) == 1
 
 
 def test_identity_outage_raises_so_durable_retries_rather_than_failing_the_run(emulator: RunningEmulator) -> None:
     emulator.add_fault(service="identity", route="token", status=400, times=1)
 
-    with pytest.raises(AzureOpenAIError) as raised:
+    with pytest.raises(AzureError) as raised:
         complete_chat(new_run())
     retried = complete_chat(new_run())
 
@@ -200,7 +199,7 @@ def test_identity_outage_raises_so_durable_retries_rather_than_failing_the_run(e
 def test_server_error_line_marker_is_a_failure_not_a_retry() -> None:
     result = complete_chat(new_run(user_prompt="Please [[fail]]"))
 
-    assert (result["error"]["status"], result["error"]["code"]) == (500, "server_error")
+    assert result["failure"]["code"] == "server_error"
 
 
 def test_chat_run_round_trips_and_its_views_hold_the_outputs() -> None:
@@ -214,8 +213,14 @@ def test_chat_run_round_trips_and_its_views_hold_the_outputs() -> None:
     }
 
     assert ChatRun.from_dict({**run.to_dict(), "unknown": 1}) == run
-    success = run.resource_view("Success", outputs=outputs)
+    success = run.resource_view(RunStatus.SUCCESS, outputs=outputs)
     assert (success["status"], success["jobType"], success["outputs"]) == ("Success", "chat_completion", outputs)
-    failed = run.resource_view("Failed", failure={"code": "DeploymentNotFound", "message": "m"})
+    failed = run.resource_view(RunStatus.FAILED, failure=Failure.of("DeploymentNotFound", "m"))
     assert failed["outputs"] == dict.fromkeys(outputs)
-    assert failed["failure"] == {"code": "DeploymentNotFound", "message": "m"}
+    assert failed["failure"] == {
+        "code": "DeploymentNotFound",
+        "message": "m",
+        "line": None,
+        "param": None,
+        "hint": None,
+    }

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.chat import ChatRun
+from shared.chat import UNANSWERED, ChatRun
+from shared.runs import Failure
 from tests.replay import Replay
 
 RUN = ChatRun(
-    run_id="gpt-4o::chat::abc",
+    run_id="gpt-4o::chat::0123456789abcdef0123456789abcdef",
     resource="aoai-devstack-eastus",
     external_id="gpt-4o",
     deployment="gpt-4o",
@@ -50,7 +51,7 @@ def test_chat_run_succeeds_with_outputs_and_sync_run_id() -> None:
 
 def test_chat_refusal_fails_with_sync_failed_run_id() -> None:
     replay = started()
-    replay.complete("complete_chat", {"error": {"code": "DeploymentNotFound", "message": "gone", "status": 404}})
+    replay.complete("complete_chat", {"failure": Failure.of("DeploymentNotFound", "gone").to_dict()})
 
     assert (replay.output["status"], replay.output["runId"]) == ("Failed", "gpt-4o#sync#Failed")
     assert replay.output["failure"]["code"] == "DeploymentNotFound"
@@ -66,4 +67,5 @@ def test_chat_transient_failures_are_retried_then_fail() -> None:
 
     assert replay.done
     assert replay.output["status"] == "Failed"
-    assert "503" in replay.output["failure"]["message"]
+    failure = replay.output["failure"]
+    assert (failure["code"], failure["message"]) == ("chat_failed", UNANSWERED.message)

@@ -10,9 +10,9 @@ import pytest
 from azure.identity import ManagedIdentityCredential
 
 from shared import services
-from shared.arm import ArmClient, ArmError
+from shared.arm import ArmClient
 from shared.catalog import ImportInProgress
-from shared.http import azure_session, retry_policy
+from shared.http import AzureError, azure_session, retry_policy
 from shared.importing import import_deployments
 from shared.jobs import Job, JobStatus
 from shared.settings import get_settings
@@ -250,7 +250,7 @@ def test_arm_client_retries_5xx_and_dropped_connections(emulator: RunningEmulato
 def test_arm_client_gives_up_after_bounded_retries_with_one_error_type(emulator: RunningEmulator) -> None:
     emulator.add_fault(service="arm", route="deployments.list", status=503)
 
-    with pytest.raises(ArmError) as raised:
+    with pytest.raises(AzureError) as raised:
         names(arm(emulator, attempts=2, backoff=0.01))
 
     assert (raised.value.status, raised.value.code) == (503, "ServiceUnavailable")
@@ -265,7 +265,7 @@ def test_arm_client_does_not_retry_401_and_reports_arm_code(emulator: RunningEmu
 
     client = ArmClient(emulator.endpoints["arm"]["endpoint"], WrongAudience())
 
-    with pytest.raises(ArmError) as raised:
+    with pytest.raises(AzureError) as raised:
         names(client)
 
     assert (raised.value.status, raised.value.code) == (401, "InvalidAuthenticationTokenAudience")
@@ -285,7 +285,7 @@ def test_arm_client_reports_unreachable_arm_as_connection_failure(emulator: Runn
         session=azure_session(retry_policy(attempts=1, backoff=0.01)),
     )
 
-    with pytest.raises(ArmError) as raised:
+    with pytest.raises(AzureError) as raised:
         names(client)
 
     assert (raised.value.status, raised.value.code) == (None, "ConnectionFailed")
@@ -296,7 +296,7 @@ def test_arm_client_refuses_next_link_to_another_host() -> None:
 
     client._check_same_origin("https://management.azure.com/subscriptions/x?$skipToken=2")
     client._check_same_origin("https://Management.Azure.com:443/subscriptions/x?$skipToken=2")
-    with pytest.raises(ArmError) as raised:
+    with pytest.raises(AzureError) as raised:
         client._check_same_origin("https://attacker.example/collect")
 
     assert raised.value.code == "UnexpectedNextLink"

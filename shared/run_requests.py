@@ -1,0 +1,198 @@
+"""Starting a run: what a start request may say, checked against its job, and the run it becomes.
+
+Every refusal is a Problem raised before any orchestration starts, so a refused request leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.batch_run import RESERVED_METADATA, BatchRun
+from shared.chat import ChatRun
+from shared.jobs import BATCH_SKUS, Job, JobStatus, JobType, merge_attributes
+from shared.problems import FieldError, Problem, validation_problem
+from shared.runs import RunId, iso
+from shared.settings import OpenAIResource
+
+BATCH_FIELDS = ("inputFileId", "inputFileSecret", "endpoint", "completionWindow", "metadata")
+CHAT_FIELDS = ("user_prompt", "system_prompt")
+AZURE_METADATA_PAIRS = 16  # Azure's limit on a batch's metadata
+MAX_USER_METADATA = AZURE_METADATA_PAIRS - len(RESERVED_METADATA)  # the others tie the batch to its run
+MAX_METADATA_KEY = 64
+MAX_METADATA_VALUE = 512
+# A chat run's prompts travel in the orchestration's input and history: long documents belong in a Batch Job.
+MAX_PROMPT_CHARACTERS = 100_000
+
+
+def new_run(
+    job: Job,
+    body: dict[str, Any],
+    resource: OpenAIResource | None,
+    idempotency_key: str | None,
+    now: datetime,
+) -> BatchRun | ChatRun:
+    """The run that `body` asks of `job` (`resource` is the job's resource as configured, None when it is no
+    longer configured), or the Problem saying why it cannot start."""
+    if job.status is JobStatus.RETIRED:
+        raise Problem(
+            410,
+            "job-retired",
+            "Job retired",
+            f"Job '{job.external_id}' was retired on {job.retired_at}: its deployment no longer exists.",
+        )
+    if job.job_type is JobType.BATCH:
+        return _batch_run(job, body, resource, idempotency_key, now)
+    if job.job_type is JobType.CHAT_COMPLETION:
+        return _chat_run(job, body, resource, idempotency_key, now)
+    raise Problem(
+        409,
+        "job-not-runnable",
+        "Job not runnable",
+        f"Job '{job.external_id}' is a {job.job_type.display_name}, which this app does not run: {job.imported.reason}",
+    )
+
+
+def _batch_run(
+    job: Job, body: dict[str, Any], resource: OpenAIResource | None, idempotency_key: str | None, now: datetime
+) -> BatchRun:
+    if not job.imported.batch_capable:
+        raise Problem(
+            409,
+            "sku-cannot-batch",
+            "Deployment cannot run batches",
+            f"Deployment '{job.imported.deployment}' has SKU {job.imported.sku or 'unknown'}; only "
+            f"{' and '.join(sorted(BATCH_SKUS))} deployments run batch jobs.",
+        )
+    _require_active(job)
+    unknown = sorted(set(body) - set(BATCH_FIELDS))
+    if unknown:
+        raise validation_problem(
+            [FieldError(name, f"is not one of {', '.join(BATCH_FIELDS)}") for name in unknown],
+            f"Unknown fields: {', '.join(unknown)}.",
+        )
+    attributes = _batch_attributes(job, {k: v for k, v in body.items() if k != "metadata"})
+    if not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
+        raise Problem(
+            400,
+            "no-input-file",
+            "No input file",
+            "The job has no OpenAI Input File ID: set the job's inputFileId or inputFileSecret attribute, or pass "
+            "one in the body.",
+            [FieldError("inputFileId", "is required (or inputFileSecret)")],
+        )
+    metadata = check_metadata(body.get("metadata"))
+    configured = _configured(job, resource)
+    return BatchRun(
+        run_id=str(RunId.new(job.resource, job.imported.deployment, JobType.BATCH, idempotency_key)),
+        resource=job.resource,
+        external_id=job.external_id,
+        deployment=job.imported.deployment,
+        endpoint=attributes.get("endpoint") or "/chat/completions",
+        completion_window=attributes.get("completionWindow") or "24h",
+        requested_at=iso(now),
+        monitor_url=configured.portal_url,
+        input_file_id=attributes.get("inputFileId"),
+        input_file_secret=attributes.get("inputFileSecret"),
+        metadata=metadata,
+    )
+
+
+def _batch_attributes(job: Job, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The job's attributes with the body's overrides; an input given in the body replaces either stored one."""
+    current = dict(job.attributes)
+    if "inputFileId" in overrides or "inputFileSecret" in overrides:
+        current.pop("inputFileId", None)
+        current.pop("inputFileSecret", None)
+    try:
+        return merge_attributes(JobType.BATCH, current, overrides)
+    except Problem as problem:  # name the body's fields, not the stored attributes'
+        raise validation_problem(
+            [FieldError(e.field.removeprefix("attributes."), e.message) for e in problem.errors]
+        ) from None
+
+
+def check_metadata(value: Any) -> dict[str, str]:
+    """The user's batch metadata: strings to strings, within Azure's limits, none of the run's own keys."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise validation_problem(
+            [FieldError("metadata", "must be an object of string values")], "metadata must map strings to strings."
+        )
+    errors = []
+    if len(value) > MAX_USER_METADATA:
+        errors.append(
+            FieldError(
+                "metadata",
+                f"has {len(value)} pairs; at most {MAX_USER_METADATA} (Azure allows {AZURE_METADATA_PAIRS}, "
+                f"{len(RESERVED_METADATA)} tie the batch to its run)",
+            )
+        )
+    errors += [
+        FieldError(
+            f"metadata.{key[:MAX_METADATA_KEY]}",
+            f"keys are at most {MAX_METADATA_KEY} characters and values at most {MAX_METADATA_VALUE}",
+        )
+        for key, text in value.items()
+        if len(key) > MAX_METADATA_KEY or len(text) > MAX_METADATA_VALUE
+    ]
+    errors += [
+        FieldError(f"metadata.{key}", "is reserved: it ties the batch to its run")
+        for key in RESERVED_METADATA
+        if key in value
+    ]
+    if errors:
+        raise validation_problem(errors, "Invalid metadata.")
+    return dict(value)
+
+
+def _chat_run(
+    job: Job, body: dict[str, Any], resource: OpenAIResource | None, idempotency_key: str | None, now: datetime
+) -> ChatRun:
+    _require_active(job)
+    errors = [
+        FieldError(name, "is not an input of a Chat Completion Job") for name in sorted(set(body) - set(CHAT_FIELDS))
+    ]
+    user_prompt = body.get("user_prompt")
+    if not isinstance(user_prompt, str) or not user_prompt.strip():
+        errors.append(FieldError("user_prompt", "is required and must be a non-empty string"))
+    elif len(user_prompt) > MAX_PROMPT_CHARACTERS:
+        errors.append(FieldError("user_prompt", f"must be at most {MAX_PROMPT_CHARACTERS:,} characters"))
+    system_prompt = body.get("system_prompt", job.attributes.get("systemPrompt"))
+    if system_prompt is not None and not isinstance(system_prompt, str):
+        errors.append(FieldError("system_prompt", "must be a string"))
+    elif system_prompt is not None and len(system_prompt) > MAX_PROMPT_CHARACTERS:
+        errors.append(FieldError("system_prompt", f"must be at most {MAX_PROMPT_CHARACTERS:,} characters"))
+    if errors:
+        raise validation_problem(errors, "Invalid run inputs.")
+    configured = _configured(job, resource)
+    return ChatRun(
+        run_id=str(RunId.new(job.resource, job.imported.deployment, JobType.CHAT_COMPLETION, idempotency_key)),
+        resource=job.resource,
+        external_id=job.external_id,
+        deployment=job.imported.deployment,
+        user_prompt=str(user_prompt),
+        requested_at=iso(now),
+        monitor_url=configured.portal_url,
+        system_prompt=system_prompt,
+        max_tokens=job.attributes.get("maxTokens"),
+        temperature=job.attributes.get("temperature"),
+    )
+
+
+def _require_active(job: Job) -> None:
+    if job.status is not JobStatus.ACTIVE:
+        raise Problem(409, "job-not-runnable", "Job not runnable", job.imported.reason or "The job cannot run.")
+
+
+def _configured(job: Job, resource: OpenAIResource | None) -> OpenAIResource:
+    """The job's resource as configured; 409 when it is no longer configured (nothing to run against)."""
+    if resource is None:
+        raise Problem(
+            409,
+            "resource-not-configured",
+            "Resource not configured",
+            f"The job's resource '{job.resource}' is no longer in AZURE_OPENAI_RESOURCES.",
+        )
+    return resource

@@ -1,0 +1,717 @@
+"""The batch run's one decision, `decide(run, seen, now)`, as a table over states x observations.
+
+Two kinds of test: a table of exact expectations (the rules: deadline, backoffs, give-up limits at their edges,
+continue-as-new, failures), and a sweep over every phase x every observation that can follow it, checking the
+invariants every decision keeps (never a create once the run is ending, waits within the deadline, a failed run
+always says why, the episode's history within its limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.batch_run import (
+    ACTIVITY_BACKOFF,
+    EPISODE_START_EVENTS,
+    EVENT_RESERVE,
+    MAX_EPISODE_EVENTS,
+    MAX_FAILED_CHECKS,
+    MAX_RESOLVE_FAILURES,
+    MAX_SUBMIT_FAILURES,
+    QUOTA_BACKOFF,
+    STEP_EVENTS,
+    SUBMIT_BACKOFF,
+    ActivityFailed,
+    Backoff,
+    BatchChecked,
+    BatchRun,
+    BatchSnapshot,
+    Began,
+    CancelAnswered,
+    CancelArrived,
+    CancelBatch,
+    Check,
+    ContinueAsNew,
+    Finish,
+    InputResolved,
+    Phase,
+    ResolveInput,
+    Seen,
+    Step,
+    Submit,
+    SubmitAnswered,
+    SubmitOutcome,
+    TimerFired,
+    Wait,
+    decide,
+    seen_from_dict,
+    seen_to_dict,
+    step_from_dict,
+    step_to_dict,
+)
+from shared.polling import poll_delay
+from shared.runs import Failure, RunStatus, iso
+
+NOW = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
+CREATED = int(NOW.timestamp()) - 120
+DEADLINE = NOW + timedelta(hours=24)
+RUN = BatchRun(
+    run_id="gpt-4o-batch::batch::0123456789abcdef0123456789abcdef",
+    resource="aoai-devstack-eastus",
+    external_id="gpt-4o-batch::batch",
+    deployment="gpt-4o-batch",
+    endpoint="/chat/completions",
+    completion_window="24h",
+    requested_at="2026-11-26T08:58:00Z",
+    monitor_url="https://portal.azure.com/#@t/resource/x/overview",
+    input_file_id="file-abc123",
+    deadline=iso(DEADLINE),
+)
+
+
+def batch(status: str = "in_progress", **fields: Any) -> BatchSnapshot:
+    values: dict[str, Any] = {"id": "batch_1", "status": status, "created_at": CREATED}
+    if status not in ("validating",):
+        values |= {"in_progress_at": CREATED + 30, "total": 100, "completed": 40, "failed": 2}
+    return BatchSnapshot(**(values | fields))
+
+
+QUOTA_FAILED = batch("failed", failed_at=CREATED + 60, errors=(Failure.of("token_limit_exceeded", "Quota."),))
+POLLING = replace(RUN, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch())
+SECRET = replace(RUN, input_file_id=None, input_file_secret="batch-input")
+
+
+def after(seconds: float) -> str:
+    return iso(NOW + timedelta(seconds=seconds))
+
+
+def step_of(run: BatchRun, seen: Seen, now: datetime = NOW) -> tuple[BatchRun, Step]:
+    return decide(run, seen, now)
+
+
+# The table: (name, run, seen, now, expected step, expected run fields) -------------------------------------------
+
+LATE = DEADLINE + timedelta(seconds=1)
+TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, Any]]] = [
+    # Resolving the input
+    ("file id: submit at once", RUN, Began(), NOW, Submit, {"phase": Phase.SUBMITTING}),
+    ("secret: resolve first", SECRET, Began(), NOW, ResolveInput(RUN.run_id, "batch-input"), {}),
+    (
+        "secret resolved: submit with version",
+        SECRET,
+        InputResolved(version="v7"),
+        NOW,
+        Submit,
+        {"secret_version": "v7"},
+    ),
+    (
+        "secret refused: fail with its cause",
+        SECRET,
+        InputResolved(refusal=Failure.of("input_secret_unavailable", "not found", param="inputFileSecret")),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED, "phase": Phase.DONE},
+    ),
+    (
+        "cancel before resolving: cancelled",
+        SECRET,
+        Began(cancel_requested=True),
+        NOW,
+        Finish(),
+        {"status": RunStatus.CANCELLED},
+    ),
+    (
+        "vault failed: wait, then resolve again",
+        SECRET,
+        ActivityFailed(step=ResolveInput),
+        NOW,
+        Wait(after(ACTIVITY_BACKOFF.delay(1))),
+        {"resolve_failures": 1},
+    ),
+    (
+        "vault failed one short of the limit: wait",
+        replace(SECRET, resolve_failures=MAX_RESOLVE_FAILURES - 2),
+        ActivityFailed(step=ResolveInput),
+        NOW,
+        Wait,
+        {"resolve_failures": MAX_RESOLVE_FAILURES - 1},
+    ),
+    (
+        "vault failed at the limit: fail",
+        replace(SECRET, resolve_failures=MAX_RESOLVE_FAILURES - 1),
+        ActivityFailed(step=ResolveInput),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    ("resolve backoff over: resolve again", replace(SECRET, resolve_failures=1), TimerFired(), NOW, ResolveInput, {}),
+    # Submitting
+    (
+        "submitted: deadline from created_at, then wait",
+        replace(RUN, phase=Phase.SUBMITTING),
+        SubmitAnswered(outcome=SubmitOutcome.SUBMITTED, batch=batch("validating")),
+        NOW,
+        Wait,
+        {
+            "phase": Phase.POLLING,
+            "status": RunStatus.RUNNING,
+            "deadline": iso(datetime.fromtimestamp(CREATED, UTC) + timedelta(hours=25)),
+        },
+    ),
+    (
+        "reattached: like submitted",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=3),
+        SubmitAnswered(outcome=SubmitOutcome.REATTACHED, batch=batch()),
+        NOW,
+        Wait,
+        {"phase": Phase.POLLING, "submit_failures": 0},
+    ),
+    (
+        "submitted but already ended: finish",
+        replace(RUN, phase=Phase.SUBMITTING),
+        SubmitAnswered(outcome=SubmitOutcome.SUBMITTED, batch=batch("completed", completed_at=CREATED + 9)),
+        NOW,
+        Finish(),
+        {"status": RunStatus.SUCCESS},
+    ),
+    (
+        "quota: first backoff",
+        replace(RUN, phase=Phase.SUBMITTING),
+        SubmitAnswered(outcome=SubmitOutcome.QUOTA),
+        NOW,
+        Wait(after(QUOTA_BACKOFF.first)),
+        {"phase": Phase.QUOTA, "quota_waits": 1, "status": RunStatus.STARTING},
+    ),
+    (
+        "quota again: the backoff doubles",
+        replace(RUN, phase=Phase.QUOTA, quota_waits=2),
+        SubmitAnswered(outcome=SubmitOutcome.QUOTA),
+        NOW,
+        Wait(after(QUOTA_BACKOFF.first * 4)),
+        {"quota_waits": 3},
+    ),
+    (
+        "quota near the deadline: wait only until it",
+        replace(RUN, phase=Phase.QUOTA, quota_waits=9),
+        SubmitAnswered(outcome=SubmitOutcome.QUOTA),
+        DEADLINE - timedelta(seconds=30),
+        Wait(iso(DEADLINE)),
+        {},
+    ),
+    ("quota wait over: submit", replace(RUN, phase=Phase.QUOTA, quota_waits=1), TimerFired(), NOW, Submit, {}),
+    (
+        "quota until the deadline: fail, no batch",
+        replace(RUN, phase=Phase.QUOTA, quota_waits=5),
+        TimerFired(),
+        DEADLINE,
+        Finish(),
+        {"status": RunStatus.FAILED, "batch": None},
+    ),
+    (
+        "cancel while waiting for quota: cancelled, no batch",
+        replace(RUN, phase=Phase.QUOTA),
+        CancelArrived(),
+        NOW,
+        Finish(),
+        {"status": RunStatus.CANCELLED, "cancel_requested": True},
+    ),
+    (
+        "rejected: fail with Azure's refusal",
+        replace(RUN, phase=Phase.SUBMITTING),
+        SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=Failure.of("invalidPayload", "bad")),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED, "failure": Failure.of("invalidPayload", "bad")},
+    ),
+    (
+        "cancelled by the submit activity: cancelled",
+        replace(RUN, phase=Phase.SUBMITTING),
+        SubmitAnswered(outcome=SubmitOutcome.CANCELLED, cancel_requested=True),
+        NOW,
+        Finish(),
+        {"status": RunStatus.CANCELLED},
+    ),
+    (
+        "not created at the deadline: timeout",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=1),
+        SubmitAnswered(outcome=SubmitOutcome.NOT_CREATED),
+        LATE,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    (
+        "submit failed: back off",
+        replace(RUN, phase=Phase.SUBMITTING),
+        ActivityFailed(step=Submit),
+        NOW,
+        Wait(after(SUBMIT_BACKOFF.first)),
+        {"submit_failures": 1},
+    ),
+    (
+        "submit failed one short of the limit: back off",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=MAX_SUBMIT_FAILURES - 2),
+        ActivityFailed(step=Submit),
+        NOW,
+        Wait(after(SUBMIT_BACKOFF.delay(MAX_SUBMIT_FAILURES - 1))),
+        {},
+    ),
+    (
+        "submit failed at the limit: fail",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=MAX_SUBMIT_FAILURES - 1),
+        ActivityFailed(step=Submit),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    (
+        "submit backoff over: submit again, creating",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=2),
+        TimerFired(),
+        NOW,
+        Submit,
+        {},
+    ),
+    (
+        "cancel after an unknown submit: look only",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=1),
+        CancelArrived(),
+        NOW,
+        Submit,
+        {},
+    ),
+    (
+        "deadline after an unknown submit: look only",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=1),
+        TimerFired(),
+        DEADLINE,
+        Submit,
+        {},
+    ),
+    (
+        "submit failed while ending: fail, naming the run id",
+        replace(RUN, phase=Phase.SUBMITTING, submit_failures=1, cancel_requested=True),
+        ActivityFailed(step=Submit),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    # Polling
+    ("timer fired: check", POLLING, TimerFired(), NOW, Check(RUN.run_id, RUN.resource, "batch_1"), {}),
+    (
+        "checked, running: wait as the policy says",
+        POLLING,
+        BatchChecked(batch=batch(completed=50)),
+        NOW,
+        Wait(after(poll_delay(batch(completed=50).poll_observation(NOW)))),
+        {"polls": 1, "status": RunStatus.RUNNING},
+    ),
+    (
+        "checked, completed: success",
+        POLLING,
+        BatchChecked(batch=batch("completed", completed=98, completed_at=CREATED + 600)),
+        NOW,
+        Finish(),
+        {"status": RunStatus.SUCCESS, "failure": None},
+    ),
+    (
+        "checked, failed: failed with the first error",
+        POLLING,
+        BatchChecked(batch=batch("failed", failed_at=CREATED + 9, errors=(Failure.of("model_not_found", "m"),))),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED, "failure": Failure.of("model_not_found", "m")},
+    ),
+    (
+        "checked, failed without errors: failed, generic cause",
+        POLLING,
+        BatchChecked(batch=batch("failed", failed_at=CREATED + 9)),
+        NOW,
+        Finish(),
+        {"failure": Failure.of("failed", "The batch failed.")},
+    ),
+    (
+        "checked, expired: failed, expired",
+        POLLING,
+        BatchChecked(batch=batch("expired", expired_at=CREATED + 86400)),
+        NOW,
+        Finish(),
+        {
+            "status": RunStatus.FAILED,
+            "failure": Failure.of("expired", "The batch expired before all requests finished."),
+        },
+    ),
+    (
+        "checked, cancelled: cancelled",
+        POLLING,
+        BatchChecked(batch=batch("cancelled", cancelled_at=CREATED + 9)),
+        NOW,
+        Finish(),
+        {"status": RunStatus.CANCELLED, "failure": None},
+    ),
+    (
+        "checked, failed for quota: next attempt after a backoff",
+        replace(POLLING, quota_waits=1),
+        BatchChecked(batch=QUOTA_FAILED),
+        NOW,
+        Wait(after(QUOTA_BACKOFF.first * 2)),
+        {"attempt": 2, "batch": None, "phase": Phase.QUOTA, "status": RunStatus.STARTING, "quota_waits": 2},
+    ),
+    (
+        "checked, failed for quota while cancelling: cancelled stays failed",
+        replace(POLLING, cancel_requested=True, cancel_sent=True),
+        BatchChecked(batch=QUOTA_FAILED),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED, "attempt": 1},
+    ),
+    (
+        "checked, cancel recorded: cancel the batch",
+        POLLING,
+        BatchChecked(batch=batch(), cancel_requested=True),
+        NOW,
+        CancelBatch(RUN.run_id, RUN.resource, "batch_1"),
+        {"cancel_requested": True},
+    ),
+    ("cancel arrived while waiting: cancel the batch", POLLING, CancelArrived(), NOW, CancelBatch, {}),
+    (
+        "cancel answered: cancelling, wait",
+        replace(POLLING, cancel_requested=True),
+        CancelAnswered(batch=batch("cancelling", cancelling_at=int(NOW.timestamp()))),
+        NOW,
+        Wait,
+        {"cancel_sent": True, "phase": Phase.CANCELLING},
+    ),
+    (
+        "cancel answered with an ended batch: what Azure reports",
+        replace(POLLING, cancel_requested=True),
+        CancelAnswered(batch=batch("completed", completed_at=CREATED + 9)),
+        NOW,
+        Finish(),
+        {"status": RunStatus.SUCCESS},
+    ),
+    (
+        "cancel failed: wait, do not give up",
+        replace(POLLING, cancel_requested=True),
+        ActivityFailed(step=CancelBatch),
+        NOW,
+        Wait,
+        {"cancel_sent": False},
+    ),
+    (
+        "cancel sent, timer: check, no second cancel",
+        replace(POLLING, cancel_requested=True, cancel_sent=True),
+        TimerFired(),
+        NOW,
+        Check,
+        {},
+    ),
+    (
+        "check failed: wait, count it",
+        POLLING,
+        ActivityFailed(step=Check),
+        NOW,
+        Wait,
+        {"failed_checks": 1, "status": RunStatus.RUNNING},
+    ),
+    (
+        "check failed one short of the limit: wait",
+        replace(POLLING, failed_checks=MAX_FAILED_CHECKS - 2),
+        ActivityFailed(step=Check),
+        NOW,
+        Wait,
+        {"failed_checks": MAX_FAILED_CHECKS - 1},
+    ),
+    (
+        "check failed at the limit: fail, naming the batch",
+        replace(POLLING, failed_checks=MAX_FAILED_CHECKS - 1),
+        ActivityFailed(step=Check),
+        NOW,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    (
+        "a good check resets the failed count",
+        replace(POLLING, failed_checks=7),
+        BatchChecked(batch=batch()),
+        NOW,
+        Wait,
+        {"failed_checks": 0},
+    ),
+    (
+        "deadline passed: cancel the batch",
+        POLLING,
+        BatchChecked(batch=batch()),
+        LATE,
+        CancelBatch,
+        {},
+    ),
+    (
+        "deadline passed, cancel sent: fail with timeout",
+        replace(POLLING, cancel_sent=True, phase=Phase.CANCELLING),
+        BatchChecked(batch=batch("cancelling")),
+        LATE,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    (
+        "deadline passed, cancel failed: fail, saying it may still run",
+        POLLING,
+        ActivityFailed(step=CancelBatch),
+        LATE,
+        Finish(),
+        {"status": RunStatus.FAILED},
+    ),
+    (
+        "a poll wait never passes the deadline",
+        POLLING,
+        BatchChecked(batch=batch(completed=1)),
+        DEADLINE - timedelta(seconds=5),
+        Wait(iso(DEADLINE)),
+        {},
+    ),
+    # Episodes
+    (
+        "new episode, polling: wait again from the state",
+        POLLING,
+        Began(),
+        NOW,
+        Wait,
+        {"episode_events": EPISODE_START_EVENTS + STEP_EVENTS},
+    ),
+    (
+        "new episode with a put-off step: that step first",
+        replace(POLLING, resume=step_to_dict(Check(RUN.run_id, RUN.resource, "batch_1"))),
+        Began(),
+        NOW,
+        Check(RUN.run_id, RUN.resource, "batch_1"),
+        {"resume": None},
+    ),
+    (
+        "history near its limit: continue as new, putting the step off",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - STEP_EVENTS),
+        TimerFired(),
+        NOW,
+        ContinueAsNew(),
+        {"resume": step_to_dict(Check(RUN.run_id, RUN.resource, "batch_1"))},
+    ),
+    (
+        "history one step short of the limit: go on",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - STEP_EVENTS - 1),
+        TimerFired(),
+        NOW,
+        Check,
+        {"episode_events": MAX_EPISODE_EVENTS - EVENT_RESERVE - 1},
+    ),
+    (
+        "history at its limit: finishing needs no room",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS),
+        BatchChecked(batch=batch("completed", completed_at=CREATED + 9)),
+        NOW,
+        Finish(),
+        {"status": RunStatus.SUCCESS},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("run", "seen", "now", "expected", "fields"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE]
+)
+def test_decision_table(run: BatchRun, seen: Seen, now: datetime, expected: Any, fields: dict[str, Any]) -> None:
+    decided, step = decide(run, seen, now)
+
+    if isinstance(expected, type):
+        assert type(step) is expected
+    else:
+        assert step == expected
+    for name, value in fields.items():
+        assert getattr(decided, name) == value, name
+
+
+# Exact rules the table does not spell out ---------------------------------------------------------------------------
+
+
+def test_a_new_run_takes_its_deadline_from_the_orchestration_clock() -> None:
+    decided, _ = decide(replace(RUN, deadline=None), Began(), NOW)
+
+    assert decided.deadline == iso(NOW + timedelta(hours=25))
+
+
+def test_submit_steps_carry_the_identity_and_stop_creating_once_the_run_ends() -> None:
+    _, first = decide(replace(RUN, attempt=3, metadata={"team": "x"}), Began(), NOW)
+    _, last_look = decide(replace(RUN, phase=Phase.SUBMITTING, submit_failures=1), CancelArrived(), NOW)
+
+    assert isinstance(first, Submit)
+    assert isinstance(last_look, Submit)
+    assert (first.lookup_only, last_look.lookup_only) == (False, True)
+    assert first.identity == {"runId": RUN.run_id, "runAttempt": "3"}
+    assert first.metadata == {"team": "x"}
+
+
+def test_failure_messages_name_the_cause_and_never_internals() -> None:
+    cases = [
+        decide(replace(SECRET, resolve_failures=MAX_RESOLVE_FAILURES - 1), ActivityFailed(step=ResolveInput), NOW),
+        decide(
+            replace(RUN, phase=Phase.SUBMITTING, submit_failures=MAX_SUBMIT_FAILURES - 1),
+            ActivityFailed(step=Submit),
+            NOW,
+        ),
+        decide(replace(POLLING, failed_checks=MAX_FAILED_CHECKS - 1), ActivityFailed(step=Check), NOW),
+        decide(POLLING, ActivityFailed(step=CancelBatch), LATE),
+        decide(replace(RUN, phase=Phase.QUOTA), TimerFired(), LATE),
+    ]
+    codes = [run.failure.code for run, _ in cases if run.failure]
+
+    assert codes == ["input_secret_unavailable", "submit_unknown", "status_unavailable", "timeout", "timeout"]
+    assert "batch-input" in cases[0][0].failure.message  # type: ignore[union-attr]
+    assert f"runId={RUN.run_id}" in cases[1][0].failure.message  # type: ignore[union-attr]
+    assert "batch_1" in cases[2][0].failure.message  # type: ignore[union-attr]
+    assert "may still be running" in cases[3][0].failure.message  # type: ignore[union-attr]
+    for run, _ in cases:
+        assert run.failure is not None
+        assert "\n" not in run.failure.message
+        assert len(run.failure.message) <= 1000
+
+
+def test_failure_messages_from_azure_are_one_bounded_line() -> None:
+    long_error = Failure.of("invalid_request", "x" * 5000 + "\nTraceback (most recent call last):")
+    failed = batch("failed", failed_at=CREATED, errors=(long_error,))
+
+    decided, _ = decide(POLLING, BatchChecked(batch=failed), NOW)
+
+    assert decided.failure is not None
+    assert len(decided.failure.message) == 1000
+    assert "Traceback" not in decided.failure.message
+    assert decided.failure.hint is not None  # invalid_request has one
+
+
+def test_backoff_grows_geometrically_and_is_capped() -> None:
+    backoff = Backoff(5.0, 2.0, 60.0)
+
+    assert [backoff.delay(n) for n in range(1, 7)] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
+
+
+# The sweep: every phase x every observation that can follow it ----------------------------------------------------
+
+BATCHES = [
+    batch("validating", created_at=CREATED),
+    batch(),
+    batch("finalizing", finalizing_at=CREATED + 90),
+    batch("cancelling", cancelling_at=CREATED + 90),
+    batch("completed", completed_at=CREATED + 99),
+    batch("failed", failed_at=CREATED + 9, errors=(Failure.of("invalid_request", "bad line", line=3),)),
+    QUOTA_FAILED,
+    batch("expired", expired_at=CREATED + 86400),
+    batch("cancelled", cancelled_at=CREATED + 99),
+]
+REFUSAL = Failure.of("rejected", "no")
+FOLLOWS: dict[Phase, list[Seen]] = {
+    Phase.RESOLVING: [
+        Began(),
+        InputResolved(version="v1"),
+        InputResolved(refusal=REFUSAL),
+        ActivityFailed(step=ResolveInput),
+        TimerFired(),
+        CancelArrived(),
+    ],
+    Phase.SUBMITTING: [
+        Began(),
+        *[SubmitAnswered(outcome=SubmitOutcome.SUBMITTED, batch=b) for b in BATCHES],
+        SubmitAnswered(outcome=SubmitOutcome.REATTACHED, batch=batch()),
+        SubmitAnswered(outcome=SubmitOutcome.QUOTA),
+        SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=REFUSAL),
+        SubmitAnswered(outcome=SubmitOutcome.CANCELLED, cancel_requested=True),
+        SubmitAnswered(outcome=SubmitOutcome.NOT_CREATED),
+        ActivityFailed(step=Submit),
+        TimerFired(),
+        CancelArrived(),
+    ],
+    Phase.POLLING: [
+        Began(),
+        *[BatchChecked(batch=b) for b in BATCHES],
+        *[BatchChecked(batch=b, cancel_requested=True) for b in BATCHES],
+        *[CancelAnswered(batch=b) for b in BATCHES],
+        ActivityFailed(step=Check),
+        ActivityFailed(step=CancelBatch),
+        TimerFired(),
+        CancelArrived(),
+    ],
+}
+FOLLOWS[Phase.QUOTA] = FOLLOWS[Phase.SUBMITTING]
+FOLLOWS[Phase.CANCELLING] = FOLLOWS[Phase.POLLING]
+
+
+def states(phase: Phase) -> list[BatchRun]:
+    base = {
+        Phase.RESOLVING: SECRET,
+        Phase.SUBMITTING: replace(RUN, phase=Phase.SUBMITTING),
+        Phase.QUOTA: replace(RUN, phase=Phase.QUOTA, quota_waits=2),
+        Phase.POLLING: POLLING,
+        Phase.CANCELLING: replace(POLLING, phase=Phase.CANCELLING, cancel_requested=True, cancel_sent=True),
+    }[phase]
+    variants = [base, replace(base, cancel_requested=True), replace(base, episode_events=MAX_EPISODE_EVENTS - 8)]
+    if phase in (Phase.SUBMITTING, Phase.QUOTA):
+        variants.append(replace(base, submit_failures=2))
+    if phase is Phase.RESOLVING:
+        variants.append(replace(base, resolve_failures=MAX_RESOLVE_FAILURES - 1))
+    return variants
+
+
+SWEEP = [
+    (phase, run, seen, now)
+    for phase, seen_list in FOLLOWS.items()
+    for run in states(phase)
+    for seen in seen_list
+    for now in (NOW, LATE)
+]
+
+
+@pytest.mark.parametrize(("phase", "run", "seen", "now"), SWEEP)
+def test_every_decision_keeps_the_invariants(phase: Phase, run: BatchRun, seen: Seen, now: datetime) -> None:
+    decided, step = decide(run, seen, now)
+
+    ending = decided.cancel_requested or now >= datetime.fromisoformat(str(decided.deadline).replace("Z", "+00:00"))
+    if isinstance(step, Submit) and ending:
+        assert step.lookup_only, "a run that is ending never creates a batch"
+    if isinstance(step, Submit):
+        assert step.lookup_only or decided.batch is None
+    if isinstance(step, Finish):
+        assert decided.phase is Phase.DONE
+        assert decided.status.is_terminal
+        assert (decided.status is RunStatus.FAILED) == (decided.failure is not None), "a failed run says why"
+        assert decided.next_check_at is None
+        if decided.status is RunStatus.CANCELLED:
+            assert decided.cancel_requested or (decided.batch and decided.batch.status == "cancelled")
+    else:
+        assert decided.phase is not Phase.DONE
+        assert not decided.status.is_terminal
+    if isinstance(step, Wait):
+        until = datetime.fromisoformat(step.until.replace("Z", "+00:00"))
+        assert now <= until <= max(now, datetime.fromisoformat(str(decided.deadline).replace("Z", "+00:00")))
+        assert decided.next_check_at == step.until
+    if isinstance(step, Check | CancelBatch):
+        assert decided.batch is not None
+        assert step.batch_id == decided.batch.id
+    if isinstance(step, CancelBatch):
+        assert not decided.cancel_sent or isinstance(seen, Began)
+    if not isinstance(step, ContinueAsNew | Finish):  # the episode ends with either, whatever its length
+        assert decided.episode_events + EVENT_RESERVE <= MAX_EPISODE_EVENTS
+    assert decided.failure is None or len(decided.failure.message) <= 1000
+
+
+def test_observations_and_steps_round_trip_through_json() -> None:
+    for seen in [
+        o
+        for follows in FOLLOWS.values()
+        for o in follows
+        if not isinstance(o, Began | TimerFired | CancelArrived | ActivityFailed)
+    ]:
+        assert seen_from_dict(seen_to_dict(seen)) == seen
+    for step in (ResolveInput("r", "s"), Check("r", "a", "b"), CancelBatch("r", "a", "b"), Wait(after(1))):
+        assert step_from_dict(step_to_dict(step)) == step
+    assert BatchRun.from_dict(POLLING.to_dict()) == POLLING
+    carried = replace(POLLING, failure=Failure.of("x", "y"), resume=step_to_dict(Check("r", "a", "b")))
+    assert BatchRun.from_dict(carried.to_dict()) == carried
