@@ -16,7 +16,7 @@ CHAT_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_num
 
 @bp.orchestration_trigger(context_name="context")
 def chat_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
-    from shared.chat import UNANSWERED, ChatRun
+    from shared.chat import UNANSWERED, ChatRun, custom_status_of
     from shared.runs import Failure, RunStatus, iso
 
     run = ChatRun.from_dict(context.get_input())
@@ -34,7 +34,7 @@ def chat_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
         view = run.resource_view(RunStatus.FAILED, failure=failure, started_at=started, ended_at=ended)
     else:
         view = run.resource_view(RunStatus.SUCCESS, outputs=result, started_at=started, ended_at=ended)
-    context.set_custom_status(view)
+    context.set_custom_status(custom_status_of(view))
     return view
 
 

@@ -18,11 +18,12 @@ def import_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """Imports the deployments of every configured resource (or of `?resource=`) now."""
     from shared import services
     from shared.importing import import_deployments
+    from shared.jobs import check_resource_name
     from shared.settings import get_settings
 
     settings = get_settings()
     resources = settings.resources
-    if name := req.params.get("resource"):
+    if name := check_resource_name(req.params.get("resource")):
         chosen = settings.resource(name)
         if chosen is None:
             raise Problem(
@@ -67,8 +68,9 @@ def import_jobs(req: func.HttpRequest) -> func.HttpResponse:
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """Jobs in the catalogue, filtered by `resource`, `type` and `status`."""
     from shared import services
-    from shared.jobs import JobStatus, JobType
+    from shared.jobs import JobStatus, JobType, check_resource_name
 
+    check_resource_name(req.params.get("resource"))
     errors = []
     job_type, status = req.params.get("type"), req.params.get("status")
     if job_type and job_type not in {t.value for t in JobType}:

@@ -117,10 +117,11 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 @problems_as_responses
 async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Runs, newest first, filtered by `jobId` (and `resource`) and `status`."""
-    from shared.jobs import check_external_id
+    from shared.jobs import check_external_id, check_resource_name
     from shared.runs import RunId, RunStatus, run_resource
 
-    job_id, status, resource = req.params.get("jobId"), req.params.get("status"), req.params.get("resource")
+    job_id, status = req.params.get("jobId"), req.params.get("status")
+    resource = check_resource_name(req.params.get("resource"))
     if status and status not in {s.value for s in RunStatus}:
         raise validation_problem(
             [FieldError("status", f"must be one of {', '.join(s.value for s in RunStatus)}")],

@@ -18,9 +18,9 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 
-from shared.jobs import ImportedJob, Job, JobStatus, JobType
-from shared.problems import FieldError, Problem
-from shared.settings import RESOURCE_NAME, Settings
+from shared.jobs import ImportedJob, Job, JobStatus, JobType, check_resource_name
+from shared.problems import Problem
+from shared.settings import Settings
 
 TRANSACTION_LIMIT = 100  # Table Storage accepts at most 100 operations per entity-group transaction
 IMPORT_LEASE = timedelta(minutes=15)  # longer than host.json's functionTimeout: an import cannot outlive it
@@ -111,14 +111,7 @@ class Catalog:
 
     def find_job(self, external_id: str, resource: str | None = None) -> Job:
         """The job with this id (in `resource`, if given); 404 when none, 409 when several resources have it."""
-        if resource and not RESOURCE_NAME.match(resource):
-            raise Problem(
-                400,
-                "validation-failed",
-                "The request is not valid",
-                "resource is not an Azure OpenAI resource name.",
-                [FieldError("resource", "is not a valid resource name")],
-            )
+        check_resource_name(resource)
         if resource:
             job = self.get_job(resource, external_id)
             matches = [job] if job else []

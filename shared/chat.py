@@ -84,6 +84,13 @@ class ChatRun:
         }
 
 
+def custom_status_of(view: dict[str, Any]) -> dict[str, Any]:
+    """The run resource as custom status: without the response, which may be far longer than Durable's 16 KB of
+    custom status (the API reads the whole resource from the orchestration's output once the run ended)."""
+    outputs = view.get("outputs") or {}
+    return view | {"outputs": outputs | {"response": None}} if outputs.get("response") else view
+
+
 def complete(run: ChatRun, client: AzureOpenAIClient) -> dict[str, Any]:
     """The job's outputs, or `{"failure": ...}` when Azure refused or failed the request. Errors after which Azure
     did not process the request (429, 503, or no token to send it with) are raised so the orchestration retries

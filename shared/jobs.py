@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from shared.problems import FieldError, Problem
+from shared.settings import RESOURCE_NAME
 
 if TYPE_CHECKING:  # the orchestrators import this module: keep requests and azure.core out of their episodes
     from shared.arm import ArmDeployment
@@ -138,6 +139,19 @@ def check_external_id(external_id: str) -> str:
             [FieldError("externalId", "not a deployment name")],
         )
     return external_id
+
+
+def check_resource_name(name: str | None) -> str | None:
+    """`name` if it is an Azure OpenAI resource name (or None); else 400 naming `resource`."""
+    if name is not None and not RESOURCE_NAME.match(name):
+        raise Problem(
+            400,
+            "validation-failed",
+            "The request is not valid",
+            "resource is not an Azure OpenAI resource name.",
+            [FieldError("resource", "is not a valid resource name (2-64 letters, digits and '-')")],
+        )
+    return name
 
 
 def classify(deployment: ArmDeployment) -> list[ImportedJob]:

@@ -112,9 +112,29 @@ HINTS = {
 
 def plain(text: str, limit: int = MAX_FAILURE_MESSAGE) -> str:
     """`text` as a user-facing sentence: its first line only (a traceback or a wrapper's text never follows it
-    into a reply), at most `limit` characters."""
-    line = (text or "").strip().splitlines()[0].strip() if (text or "").strip() else ""
-    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+    into a reply), at most `limit` characters, and at most three times `limit` once escaped as JSON (non-ASCII
+    characters escape to six or twelve), so a run resource stays well within Durable's 16 KB custom status."""
+    lines = (text or "").strip().splitlines()
+    line = lines[0].strip() if lines else ""
+    kept: list[str] = []
+    budget = 3 * limit
+    for char in line[:limit]:
+        cost = _escaped_length(char)
+        if cost > budget or (len(kept) == limit - 1 and len(line) > limit):
+            kept.append("…")
+            break
+        kept.append(char)
+        budget -= cost
+    return "".join(kept)
+
+
+def _escaped_length(char: str) -> int:
+    if char in '"\\':
+        return 2
+    code = ord(char)
+    if 0x20 <= code < 0x7F:
+        return 1
+    return 12 if code > 0xFFFF else 6
 
 
 @dataclass(frozen=True)

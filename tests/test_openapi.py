@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
 from tests.functions import functions_by_name
 
@@ -52,3 +58,95 @@ def test_anonymous_routes_are_the_ones_without_security() -> None:
     }
 
     assert documented_open == anonymous
+
+
+def test_every_protected_operation_documents_401() -> None:
+    protected = [
+        (path, method)
+        for path, item in SPEC["paths"].items()
+        for method, operation in item.items()
+        if isinstance(operation, dict) and operation.get("security") != []
+    ]
+
+    assert protected
+    assert [op for op in protected if "401" not in SPEC["paths"][op[0]][op[1]]["responses"]] == []
+
+
+def schema(name: str) -> dict[str, Any]:
+    return dict(SPEC["components"]["schemas"][name])
+
+
+def test_the_documented_limits_and_patterns_are_the_codes() -> None:
+    from shared.jobs import BATCH_SUFFIX, DEPLOYMENT_NAME
+    from shared.run_requests import MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_PROMPT_CHARACTERS, MAX_USER_METADATA
+    from shared.runs import MAX_FAILURE_MESSAGE
+    from shared.settings import RESOURCE_NAME
+
+    parameters = SPEC["components"]["parameters"]
+    metadata = schema("BatchRunRequest")["properties"]["metadata"]
+    prompts = schema("ChatRunRequest")["properties"]
+
+    assert parameters["Resource"]["schema"]["pattern"] == RESOURCE_NAME.pattern
+    assert schema("ExternalId")["pattern"] == DEPLOYMENT_NAME.pattern.removesuffix("$") + f"({BATCH_SUFFIX})?$"
+    assert (metadata["maxProperties"], metadata["propertyNames"]["maxLength"]) == (MAX_USER_METADATA, MAX_METADATA_KEY)
+    assert metadata["additionalProperties"]["maxLength"] == MAX_METADATA_VALUE
+    assert prompts["user_prompt"]["maxLength"] == prompts["system_prompt"]["maxLength"] == MAX_PROMPT_CHARACTERS
+    assert schema("Failure")["properties"]["message"]["maxLength"] == MAX_FAILURE_MESSAGE
+    assert f"at most {MAX_USER_METADATA} pairs" in SPEC["paths"]["/jobs/{externalId}/runs"]["post"]["description"]
+
+
+def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
+    from shared.problems import Problem
+    from shared.runs import RunId
+
+    pattern = re.compile(SPEC["components"]["parameters"]["RunId"]["schema"]["pattern"])
+    candidates = [
+        f"gpt-4o-batch::batch::{'a' * 32}",
+        f"gpt-4o::chat::{'0' * 32}",
+        f"gpt-4o::chat::{'0' * 31}",
+        f"x::chat::{'0' * 32}",
+        f"gpt-4o::embedding::{'0' * 32}",
+        "x/../instances",
+        f"{'d' * 64}::batch::{'f' * 32}",
+        f"{'d' * 65}::batch::{'f' * 32}",
+    ]
+    for text in candidates:
+        try:
+            RunId.parse(text)
+            accepted = True
+        except Problem:
+            accepted = False
+        assert bool(pattern.match(text)) == accepted, text
+
+
+def run_schema_validator() -> Draft202012Validator:
+    registry: Registry[Any] = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(SPEC, default_specification=DRAFT202012)
+    )
+    return Draft202012Validator({"$ref": "urn:openapi#/components/schemas/Run"}, registry=registry)
+
+
+def test_run_replies_are_exactly_what_the_spec_documents() -> None:
+    from shared.batch_run import BatchSnapshot, Phase
+    from shared.chat import ChatRun
+    from shared.runs import Failure, RunId, RunStatus, run_resource
+    from tests.test_runs import largest_batch_run
+
+    batch_run = largest_batch_run()
+    links = {"statusUrl": "https://x/api/runs/r", "cancelUrl": "https://x/api/runs/r/cancel", "cancelRequested": True}
+    chat = ChatRun(f"gpt-4o::chat::{'0' * 32}", "r", "gpt-4o", "gpt-4o", "hi", "2026-11-29T18:00:00Z", "https://p")
+    outputs = {"response": "7", "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2, "finish_reason": "stop"}
+    views = [
+        batch_run.resource_view() | links | {"orchestrationStatus": "Running"},
+        replace(batch_run, batch=None, failure=None, phase=Phase.QUOTA).resource_view(),
+        replace(batch_run, batch=BatchSnapshot("b", "in_progress", total=3, completed=1, failed=0)).resource_view(),
+        chat.resource_view(RunStatus.STARTING),
+        chat.resource_view(RunStatus.SUCCESS, outputs=outputs, started_at="2026-11-29T18:00:00Z"),
+        chat.resource_view(RunStatus.FAILED, failure=Failure.of("content_filter", "Filtered.")),
+        run_resource(RunId.parse(chat.run_id), "Failed", None, "Traceback", None),
+    ]
+    validator = run_schema_validator()
+
+    for view in views:
+        assert list(validator.iter_errors(view)) == [], view
+    assert list(validator.iter_errors(views[0] | {"undocumented": 1}))  # the schema is closed

@@ -8,6 +8,7 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from shared.problems import Problem
 from tests.conftest import RunningEmulator
 from tests.functions import call_http, json_of, trigger_binding
 from tests.test_jobs_api import assert_problem, import_now, patch_job
@@ -155,3 +156,84 @@ def test_chat_start_for_a_resource_no_longer_configured_is_409(monkeypatch: pyte
 
     body = assert_problem(start("gpt-4o", {"user_prompt": "hi"}), 409)
     assert body["code"] == "resource-not-configured"
+
+
+# Client input never gives a 500 (found by fuzzing openapi.yaml) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [33, 100_000], ids=["past-the-limit", "past-the-recursion-limit"])
+def test_deeply_nested_bodies_are_400_on_every_json_route(depth: int) -> None:
+    import_now()
+    nested = b"[" * depth + b"]" * depth
+    body = b'{"inputFileId": "file-abc", "metadata": ' + nested + b"}"
+    patch = call_http(
+        "set_job_attributes",
+        "PATCH",
+        "jobs/gpt-4o",
+        raw_body=b'{"attributes": ' + nested + b"}",
+        route_params={"externalId": "gpt-4o"},
+    )
+
+    problem = assert_problem(start("gpt-4o-batch::batch", raw_body=body), 400, "body")
+    assert "nested" in problem["detail"]
+    assert_problem(patch, 400, "body")
+
+
+def test_nesting_up_to_the_limit_is_parsed_and_judged_on_its_fields() -> None:
+    import_now()
+    nested = {"a": 1}
+    for _ in range(30):
+        nested = {"a": nested}
+
+    assert_problem(start("gpt-4o-batch::batch", {"inputFileId": "file-abc", "metadata": nested}), 400, "metadata")
+
+
+def test_a_body_over_a_mebibyte_is_413() -> None:
+    import_now()
+    body = json.dumps({"user_prompt": "x" * (1024 * 1024)}).encode()
+
+    response = start("gpt-4o", raw_body=body)
+
+    problem = assert_problem(response, 413, "body")
+    assert problem["code"] == "body-too-large"
+
+
+@pytest.mark.parametrize("field", ["user_prompt", "system_prompt"])
+def test_prompts_over_100_000_characters_are_400_naming_the_field(field: str) -> None:
+    from shared.run_requests import MAX_PROMPT_CHARACTERS
+
+    import_now()
+    body = {"user_prompt": "hi", field: "x" * (MAX_PROMPT_CHARACTERS + 1)}
+
+    problem = assert_problem(start("gpt-4o", body), 400, field)
+    assert "100,000" in json.dumps(problem)
+
+
+@pytest.mark.parametrize(
+    "run_id",
+    ["x/../../instances?showInput=true", "gpt-4o::batch::abc", f"gpt-4o::batch::{'0' * 32}/cancel", "..", "%2F"],
+)
+@pytest.mark.parametrize(("name", "method", "suffix"), [("get_run", "GET", ""), ("cancel_run", "POST", "/cancel")])
+def test_a_run_id_outside_the_grammar_is_400_before_the_task_hub_is_asked(
+    run_id: str, name: str, method: str, suffix: str
+) -> None:
+    # The client binding points at a port nobody listens on: a call that reached it would show as 500.
+    response = call_http(name, method, f"runs/{run_id}{suffix}", route_params={"runId": run_id})
+
+    assert_problem(response, 400, "runId")
+
+
+def test_metadata_takes_fourteen_pairs_and_refuses_fifteen() -> None:
+    from shared.run_requests import MAX_USER_METADATA, check_metadata
+
+    fourteen = {f"k{i}": "v" for i in range(14)}
+
+    assert MAX_USER_METADATA == 14
+    assert check_metadata(fourteen) == fourteen
+    with pytest.raises(Problem):
+        check_metadata(fourteen | {"k14": "v"})
+    assert check_metadata({"k" * 64: "v" * 512}) == {"k" * 64: "v" * 512}
+    with pytest.raises(Problem):
+        check_metadata({"k" * 65: "v"})
+    with pytest.raises(Problem):
+        check_metadata({"k": "v" * 513})

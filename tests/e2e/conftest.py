@@ -13,9 +13,11 @@ import requests
 
 from tests.conftest import ROOT, RunningAzurite, RunningEmulator, wait_for
 from tests.host.conftest import RunningHost, launch
+from tests.test_openapi import run_schema_validator
 
 RESOURCE = "aoai-devstack-eastus"
 TERMINAL = ("Success", "Failed", "Cancelled")
+RUN_SCHEMA = run_schema_validator()
 
 
 class App:
@@ -52,9 +54,12 @@ class App:
         return dict(response.json())
 
     def run(self, run_id: str) -> dict[str, Any]:
+        """The run as the API reports it; every reply is checked against openapi.yaml's closed Run schema."""
         response = self.call("GET", f"runs/{run_id}")
         assert response.status_code == 200, response.text
-        return dict(response.json())
+        run = dict(response.json())
+        assert [e.message for e in RUN_SCHEMA.iter_errors(run)] == []
+        return run
 
     def wait(self, run_id: str, until: Any = None, timeout: float = 60.0) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
