@@ -31,7 +31,7 @@ TIME_SCALE = 20.0  # `make up` runs on real time; the same stack 20 times faster
 # inside a pipe or $(...)) or an HTTP error answer (curl --fail-with-body) ends the script.
 PRELUDE = """\
 set -euo pipefail
-shopt -s inherit_errexit
+shopt -s inherit_errexit 2>/dev/null || true  # bash 4.4+
 exec 2>&1
 curl() { command curl --silent --show-error --fail-with-body "$@"; }
 """
