@@ -175,7 +175,27 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--state-dir", type=Path, default=Path(".devstack"), help="where the stack keeps its data")
     demo.add_argument("--time-scale", type=_time_scale, default=20.0, help="emulated time runs N times faster")
 
+    upload = commands.add_parser(
+        "upload-input",
+        help="upload a JSONL batch input file to the emulated Azure OpenAI resource and print its file id",
+    )
+    upload.add_argument("file", type=Path, help="the JSONL input file (one batch request per line)")
+    upload.add_argument("--secret", default=None, help="also store the file id in the local Key Vault under this name")
+    upload.add_argument(
+        "--resource", default=None, help="the Azure OpenAI resource (default: the stack's first, the app's)"
+    )
+    upload.add_argument(
+        "--endpoints-file",
+        type=Path,
+        default=Path(".devstack/endpoints.json"),
+        help="the running stack's endpoints.json (default: .devstack/endpoints.json)",
+    )
+
     args = parser.parse_args(argv)
+    if args.command == "upload-input":
+        from devstack.inputs import main as upload_input
+
+        return upload_input(args.file, args.secret, args.resource, args.endpoints_file)
     if args.command == "demo":
         from devstack.demo import main as run_demo
 

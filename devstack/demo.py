@@ -9,7 +9,6 @@ the expected outputs.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+
+from devstack.inputs import InputError, store_secret, upload_input
 
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCE = "aoai-devstack-eastus"
@@ -65,31 +66,10 @@ class Stack:
                     }
                 )
             )
-        response = requests.post(
-            f"{self.openai['endpoint']}/openai/files",
-            params={"api-version": "2024-10-21"},
-            headers={"api-key": self.openai["apiKey"]},
-            data={"purpose": "batch"},
-            files={"file": ("gadgets.jsonl", "\n".join(lines) + "\n")},
-            timeout=60,
-        )
-        response.raise_for_status()
-        return str(response.json()["id"])
+        return upload_input(self.endpoints, ("\n".join(lines) + "\n").encode(), "gadgets.jsonl", RESOURCE)
 
     def store_secret(self, name: str, value: str) -> None:
-        from azure.identity import ManagedIdentityCredential
-        from azure.keyvault.secrets import SecretClient
-
-        os.environ["IDENTITY_ENDPOINT"] = self.endpoints["identity"]["endpoint"]
-        os.environ["IDENTITY_HEADER"] = self.endpoints["identity"]["header"]
-        vault = self.endpoints["keyVault"]
-        client = SecretClient(
-            vault["url"],
-            ManagedIdentityCredential(),
-            verify_challenge_resource=False,
-            connection_verify=vault["caBundle"],
-        )
-        client.set_secret(name, value)
+        store_secret(self.endpoints, name, value)
 
     def output_lines(self, file_id: str, count: int) -> list[dict[str, Any]]:
         response = requests.get(
@@ -188,7 +168,7 @@ def main(state_dir: Path = Path(".devstack"), time_scale: float = TIME_SCALE) ->
             time.sleep(0.3)
         scenario(Stack(json.loads(endpoints_file.read_text())))
         return 0
-    except (DemoFailed, requests.RequestException) as exc:
+    except (DemoFailed, InputError, requests.RequestException) as exc:
         print(f"Demo failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

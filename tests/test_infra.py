@@ -496,10 +496,13 @@ def test_workflows_test_build_the_bicep_and_deploy_with_federated_credentials() 
     assert not re.search(r"client-secret|CLIENT_SECRET|password", deploy, re.IGNORECASE)
 
 
-def test_readme_tells_how_to_deploy() -> None:
+def test_readme_tells_how_to_deploy_and_infra_readme_the_rest() -> None:
     readme = (ROOT / "README.md").read_text()
     deploy = readme[readme.index("\n## Deploy") :]
     deploy = deploy[: deploy.find("\n## ", 1)] if "\n## " in deploy[1:] else deploy
+    manual = (ROOT / "infra" / "README.md").read_text()
 
+    assert "azd up" in deploy
+    assert "(infra/README.md)" in deploy
     for topic in ("azd up", "azd down", "DURABLE_BACKEND", "Reader", "Cognitive Services OpenAI User", "idle"):
-        assert topic in deploy, topic
+        assert topic in manual, topic
