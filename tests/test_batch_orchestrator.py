@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from blueprints.batch_runs import CANCEL_EVENT, MAX_SUBMIT_ROUNDS, POLLS_PER_EXECUTION, QUOTA_BACKOFF, SUBMIT_BACKOFF
+from shared.polling import DEFAULT_POLICY
 from shared.runs import BatchRunState
 from tests.replay import Replay
 
@@ -118,7 +119,7 @@ def test_after_submit_the_run_waits_on_a_durable_timer_then_checks() -> None:
     assert (status["status"], status["azureStatus"], status["runId"]) == ("Running", "validating", "batch_1")
     timer = replay.timer()
     assert timer.fire_at is not None
-    assert timedelta(seconds=10) <= timer.fire_at - START <= timedelta(seconds=60)
+    assert timer.fire_at - START == timedelta(seconds=DEFAULT_POLICY.validating[0])  # validating: a look in 2 minutes
     assert status["nextCheckAt"] == timer.fire_at.isoformat().replace("+00:00", "Z")
     assert not [p for p in replay.pending if p.kind == "activity"]
 
