@@ -246,6 +246,7 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
                 total=snapshot.total,
                 completed=snapshot.completed,
                 failed=snapshot.failed,
+                expires_at=snapshot.expires_at,
             )
             if (yield from wait(poll_delay(observation))):
                 continue  # cancel asked: cancel the batch before looking again

@@ -127,6 +127,23 @@ def test_after_submit_the_run_waits_on_a_durable_timer_then_checks() -> None:
     assert replay.activity().name == "check_batch"
 
 
+def test_a_long_wait_ends_just_after_the_completion_windows_end_where_azure_expires_the_batch() -> None:
+    replay = submitted()
+    replay.fire_timer()
+    # half done after 23 hours running: the estimate says 23 more, but the window ends in 2 minutes
+    day_old = CREATED + 240 - 86400
+    batch = snapshot(
+        "in_progress", created_at=day_old, expires_at=day_old + 86400, in_progress_at=day_old + 3600, completed=50
+    )
+    replay.complete("check_batch", {"batch": batch, "cancelRequested": False})
+
+    timer = replay.timer()
+    assert timer.fire_at is not None
+    window_end = datetime.fromtimestamp(day_old + 86400, UTC)
+    assert timer.fire_at == window_end + timedelta(seconds=DEFAULT_POLICY.after_expiry)
+    assert timer.fire_at - replay.now < timedelta(seconds=DEFAULT_POLICY.longest)
+
+
 def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
     replay = submitted()
     replay.fire_timer()
