@@ -2,16 +2,16 @@
 
 Every status call costs a request against the resource and a few storage transactions for the orchestration's
 history, and users care more about those than about seeing the end a minute sooner. So the policy looks often only
-where it pays: a steady pace while the batch validates (minutes), a steady slightly slower pace while it finalizes
-(the end that matters: the batch turns completed there), and while it is in progress it waits a share of the time
-left, estimated from `request_counts` at the average rate since the batch started running. That estimate understates
-the rate after a queue or a plateau, so it is never trusted beyond a multiple of the time already spent running (the
+where it pays: every 2 minutes while the batch validates (minutes), a little quicker while it finalizes (the end
+that matters: the batch turns completed there), and while it is in progress it waits a share of the time left,
+estimated from `request_counts` at the average rate since the batch started running. That estimate understates the
+rate after a queue or a plateau, so it is never trusted beyond a multiple of the time already spent running (the
 wait grows at most geometrically with the run), and no in-progress wait is shorter than `near_end`: a batch still
 finalizes for a minute or more after its last request, so looking every few minutes near the end rarely sees it late,
 and a slow tail of requests does not turn into a poll every few seconds. Every wait is bounded by `longest`, so a
-wrong estimate costs at most one `longest` of lateness, and never runs past Azure's completion window (`expires_at`),
-where the batch expires. `bench/polling.py` measures the policy against a fixed 60-second poller and prints the
-trade-off (calls against detection delay) for a few settings.
+wrong estimate costs at most one `longest` of lateness, and none ends more than `after_expiry` past the completion
+window's end (`expires_at`), where Azure expires the batch. `bench/polling.py` measures the policy against a fixed
+60-second poller and prints the trade-off (calls against detection delay) for a few settings.
 """
 
 from __future__ import annotations
