@@ -203,6 +203,7 @@ class BatchSnapshot:
             total=self.total,
             completed=self.completed,
             failed=self.failed,
+            expires_at=self.expires_at,
         )
 
 

@@ -29,6 +29,7 @@ from shared.batch_run import (
     SubmitOutcome,
     seen_to_dict,
 )
+from shared.polling import DEFAULT_POLICY
 from shared.runs import Failure
 from tests.replay import Replay
 
@@ -153,7 +154,7 @@ def test_after_submit_the_run_waits_on_a_durable_timer_then_checks() -> None:
     assert (status["status"], status["azureStatus"], status["runId"]) == ("Running", "validating", "batch_1")
     timer = replay.timer()
     assert timer.fire_at is not None
-    assert timedelta(seconds=10) <= timer.fire_at - START <= timedelta(seconds=60)
+    assert timer.fire_at - START == timedelta(seconds=DEFAULT_POLICY.validating[0])  # validating: a look in 2 minutes
     assert status["nextCheckAt"] == stamp(timer.fire_at)
     assert not [p for p in replay.pending if p.kind == "activity"]
 
@@ -163,6 +164,23 @@ def test_after_submit_the_run_waits_on_a_durable_timer_then_checks() -> None:
         "check_batch",
         {"run_id": RUN_ID, "resource": "aoai-devstack-eastus", "batch_id": "batch_1"},
     )
+
+
+def test_a_long_wait_ends_just_after_the_completion_windows_end_where_azure_expires_the_batch() -> None:
+    replay = submitted()
+    replay.fire_timer()
+    # half done after 23 hours running: the estimate says 23 more, but the window ends in 2 minutes
+    day_old = CREATED + 240 - 86400
+    batch = snapshot(
+        "in_progress", created_at=day_old, expires_at=day_old + 86400, in_progress_at=day_old + 3600, completed=50
+    )
+    replay.complete("check_batch", checked(batch))
+
+    timer = replay.timer()
+    assert timer.fire_at is not None
+    window_end = datetime.fromtimestamp(day_old + 86400, UTC)
+    assert timer.fire_at == window_end + timedelta(seconds=DEFAULT_POLICY.after_expiry)
+    assert timer.fire_at - replay.now < timedelta(seconds=DEFAULT_POLICY.longest)
 
 
 def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
