@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import azure.functions as func
 
 from blueprints.http import json_body, json_response, problems_as_responses
-from shared.problems import FieldError, Problem
+from shared.problems import FieldError, Problem, validation_problem
 
 bp = func.Blueprint()
 
@@ -78,7 +78,7 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     if status and status not in {s.value for s in JobStatus}:
         errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in JobStatus)}"))
     if errors:
-        raise Problem(400, "validation-failed", "The request is not valid", "Invalid query parameters.", errors)
+        raise validation_problem(errors, "Invalid query parameters.")
     jobs = services.catalog().list_jobs(req.params.get("resource"), job_type, status)
     return json_response({"value": [job.to_resource() for job in jobs], "count": len(jobs)})
 
@@ -105,13 +105,10 @@ def set_job_attributes(req: func.HttpRequest) -> func.HttpResponse:
     body = json_body(req)
     unknown = sorted(set(body) - {"attributes"})
     if unknown or "attributes" not in body:
-        raise Problem(
-            400,
-            "validation-failed",
-            "The request is not valid",
-            'The body must be {"attributes": {...}}.',
+        raise validation_problem(
             [FieldError(name, "is not a settable field") for name in unknown]
             or [FieldError("attributes", "is required")],
+            'The body must be {"attributes": {...}}.',
         )
     catalog = services.catalog()
     job = catalog.find_job(external_id, req.params.get("resource"))

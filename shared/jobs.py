@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from shared.problems import FieldError, Problem
+from shared.problems import FieldError, Problem, validation_problem
 from shared.settings import RESOURCE_NAME
 
 if TYPE_CHECKING:  # the orchestrators import this module: keep requests and azure.core out of their episodes
@@ -144,12 +144,9 @@ def check_external_id(external_id: str) -> str:
 def check_resource_name(name: str | None) -> str | None:
     """`name` if it is an Azure OpenAI resource name (or None); else 400 naming `resource`."""
     if name is not None and not RESOURCE_NAME.match(name):
-        raise Problem(
-            400,
-            "validation-failed",
-            "The request is not valid",
-            "resource is not an Azure OpenAI resource name.",
+        raise validation_problem(
             [FieldError("resource", "is not a valid resource name (2-64 letters, digits and '-')")],
+            "resource is not an Azure OpenAI resource name.",
         )
     return name
 
@@ -300,13 +297,7 @@ ATTRIBUTES: dict[JobType, dict[str, AttributeSpec]] = {
 def merge_attributes(job_type: JobType, current: Mapping[str, Any], changes: Any) -> dict[str, Any]:
     """The attributes after applying `changes` (null removes one), or a 400 naming every bad field."""
     if not isinstance(changes, dict):
-        raise Problem(
-            400,
-            "validation-failed",
-            "The request is not valid",
-            "attributes must be a JSON object.",
-            [FieldError("attributes", "must be an object")],
-        )
+        raise validation_problem([FieldError("attributes", "must be an object")], "attributes must be a JSON object.")
     specs = ATTRIBUTES.get(job_type, {})
     errors: list[FieldError] = []
     merged = dict(current)
@@ -326,11 +317,5 @@ def merge_attributes(job_type: JobType, current: Mapping[str, Any], changes: Any
     if not errors and merged.get("inputFileId") and merged.get("inputFileSecret"):
         errors.append(FieldError("attributes.inputFileSecret", "set either inputFileId or inputFileSecret, not both"))
     if errors:
-        raise Problem(
-            400,
-            "validation-failed",
-            "The request is not valid",
-            f"Invalid job attributes: {', '.join(e.field for e in errors)}.",
-            errors,
-        )
+        raise validation_problem(errors, f"Invalid job attributes: {', '.join(e.field for e in errors)}.")
     return merged

@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.jobs import BATCH_SUFFIX, DEPLOYMENT_NAME, JobType, deployment_of
-from shared.problems import FieldError, Problem
+from shared.problems import FieldError, Problem, validation_problem
 
 MAX_FAILURE_MESSAGE = 1_000  # characters: a cause in a sentence or two, never a traceback
 MAX_FAILURE_PARAM = 200
@@ -60,12 +60,9 @@ class RunId:
         if idempotency_key is None:
             return cls(deployment, job_type, uuid.uuid4().hex)
         if not 1 <= len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
-            raise Problem(
-                400,
-                "validation-failed",
-                "The request is not valid",
-                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters.",
+            raise validation_problem(
                 [FieldError("Idempotency-Key", f"must be 1-{MAX_IDEMPOTENCY_KEY} characters")],
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} characters.",
             )
         name = f"{resource}|{deployment}|{_ID_TOKEN[job_type]}|{idempotency_key}"
         return cls(deployment, job_type, hashlib.sha256(name.encode()).hexdigest()[:32])

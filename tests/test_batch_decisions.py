@@ -376,7 +376,14 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
         CancelBatch(RUN.run_id, RUN.resource, "batch_1"),
         {"cancel_requested": True},
     ),
-    ("cancel arrived while waiting: cancel the batch", POLLING, CancelArrived(), NOW, CancelBatch, {}),
+    (
+        "cancel arrived while waiting: cancel the batch, counting the event and the abandoned timer",
+        replace(POLLING, episode_events=10),
+        CancelArrived(),
+        NOW,
+        CancelBatch,
+        {"episode_events": 10 + 3 + STEP_EVENTS},
+    ),
     (
         "cancel answered: cancelling, wait",
         replace(POLLING, cancel_requested=True),
@@ -586,6 +593,16 @@ def test_failure_messages_from_azure_are_one_bounded_line() -> None:
     assert len(decided.failure.message) == 1000
     assert "Traceback" not in decided.failure.message
     assert decided.failure.hint is not None  # invalid_request has one
+
+
+def test_progress_counts_failed_requests_as_done() -> None:
+    assert batch(total=200, completed=40, failed=2).progress() == {
+        "total": 200,
+        "completed": 40,
+        "failed": 2,
+        "percent": 21.0,
+    }
+    assert batch("validating").progress() is None
 
 
 def test_backoff_grows_geometrically_and_is_capped() -> None:
