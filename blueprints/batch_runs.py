@@ -97,7 +97,8 @@ def submit_batch(step: dict[str, Any]) -> dict[str, Any]:
     request: Submit = Submit.from_dict(step)
     secrets = services.secret_reader() if request.input_file_secret else None
     cancel_requested = services.catalog().cancel_requested(request.run_id)
-    answer = submit(request, services.openai_client(request.resource), secrets, cancel_requested)
+    client = services.openai_client(request.resource)
+    answer = submit(request, client, services.submit_ledger(), secrets, cancel_requested)
     logger.info("run %s: submit %s", request.run_id, answer.outcome.value)
     return seen_to_dict(answer)
 

@@ -270,7 +270,7 @@ class BatchRun:
         data["failure"] = self.failure.to_dict() if self.failure else None
         return data
 
-    def submit_step(self, *, lookup_only: bool = False) -> Submit:
+    def submit_step(self, at: datetime, *, lookup_only: bool = False) -> Submit:
         return Submit(
             run_id=self.run_id,
             attempt=self.attempt,
@@ -283,6 +283,7 @@ class BatchRun:
             input_file_secret=self.input_file_secret,
             secret_version=self.secret_version,
             lookup_only=lookup_only,
+            decided_at=iso(at),
         )
 
     def check_step(self) -> Check:
@@ -443,6 +444,7 @@ class Submit(Step):
     input_file_secret: str | None
     secret_version: str | None
     lookup_only: bool  # the run is ending: only look for a batch an earlier attempt may have created
+    decided_at: str  # when the run decided this submit (its clock): the intent's time in the submit ledger
 
     @property
     def identity(self) -> dict[str, str]:
@@ -598,7 +600,7 @@ def _submit(run: BatchRun, now: datetime) -> tuple[BatchRun, Step]:
                 "The deployment's token quota stayed exhausted until the run's deadline; no batch was created.",
             ),
         )
-    return run, run.submit_step(lookup_only=ending)
+    return run, run.submit_step(now, lookup_only=ending)
 
 
 def _submitted(run: BatchRun, seen: SubmitAnswered, now: datetime) -> tuple[BatchRun, Step]:
@@ -682,9 +684,9 @@ def _after_failure(run: BatchRun, failed: type[Step], now: datetime) -> tuple[Ba
             )
         return _wait(run, now, ACTIVITY_BACKOFF.delay(run.resolve_failures))
     if failed is Submit:
+        # Even a run that is ending tries again: another copy of its submit may still be creating the batch.
         run = replace(run, submit_failures=run.submit_failures + 1)
-        ending = run.cancel_requested or now >= _deadline(run)
-        if ending or run.submit_failures >= MAX_SUBMIT_FAILURES:
+        if run.submit_failures >= MAX_SUBMIT_FAILURES:
             return _finish(
                 run,
                 RunStatus.FAILED,

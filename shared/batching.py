@@ -1,12 +1,14 @@
 """What the batch-run activities do: resolve the input secret, submit exactly once, check, cancel.
 
-Each takes its step (see `shared.batch_run`) and answers with what it observed. Submitting is exactly-once: every
-batch carries its run id and attempt in `metadata`, and every attempt first looks for a batch that already carries
-them, so an attempt whose reply was lost (timeout, crash, 5xx after sending) is re-attached to instead of paid for
-twice.
+Each takes its step (see `shared.batch_run`) and answers with what it observed. Submitting is exactly-once: a
+conditional write in the submit ledger decides which try creates the batch, and records which batch it created;
+every batch also carries its run id and attempt in `metadata`, so a try whose reply was lost (timeout, crash, 5xx
+after sending) is found in Azure's list and re-attached to instead of paid for twice.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from shared.azure_openai import AzureOpenAIClient
 from shared.batch_run import (
@@ -25,9 +27,13 @@ from shared.batch_run import (
 from shared.http import AzureError
 from shared.runs import Failure, parse_iso
 from shared.secrets import SecretReader, SecretRef, SecretUnavailable
+from shared.submit_ledger import SubmitClaimed, SubmitLedger
 
-# How far before the run's request time a batch of this run may carry its created_at (clock skew).
-REATTACH_SLACK_SECONDS = 600
+# How far before a claim a batch of its attempt may carry its created_at (clocks of the host and Azure differ).
+CLOCK_SKEW = timedelta(minutes=10)
+# How long a claim without an outcome holds off other tries: far longer than a create can take (one POST, 30 s
+# timeout), so a copy that crashed after claiming is taken over, and one still creating is not.
+CLAIM_TIMEOUT = timedelta(minutes=5)
 
 
 class SubmitUnknown(Exception):
@@ -47,16 +53,35 @@ def resolve_input(step: ResolveInput, secrets: SecretReader) -> InputResolved:
 
 
 def submit(
-    step: Submit, client: AzureOpenAIClient, secrets: SecretReader | None, cancel_requested: bool
+    step: Submit,
+    client: AzureOpenAIClient,
+    ledger: SubmitLedger,
+    secrets: SecretReader | None,
+    cancel_requested: bool,
 ) -> SubmitAnswered:
-    """Creates the run's batch, or finds the one an earlier attempt created (see `SubmitOutcome`)."""
-    requested = int(parse_iso(step.requested_at).timestamp())
-    try:
-        existing = client.find_batch(step.identity, requested - REATTACH_SLACK_SECONDS)
-    except AzureError as error:
-        raise SubmitUnknown(f"could not look for an earlier batch: {error.code}") from error
-    if existing is not None:
-        return SubmitAnswered(outcome=SubmitOutcome.REATTACHED, batch=BatchSnapshot.of(existing))
+    """Creates the run's batch exactly once, or finds the one an earlier try created (see `SubmitOutcome`).
+
+    The ledger says whether a try of this attempt claimed the create and what came of it; Azure's batch list is
+    searched only when a claim has no recorded outcome, and only back to the claim. A copy that may still be creating
+    (a twin running at once, or one that crashed moments ago) is left to finish: this one raises SubmitUnknown and the
+    run tries again later, taking the claim over once the other copy ended or CLAIM_TIMEOUT passed."""
+    at = parse_iso(step.decided_at)
+    intent = ledger.intent(step.run_id, step.attempt)
+    if intent is not None and intent.batch_id:
+        return SubmitAnswered(
+            outcome=SubmitOutcome.REATTACHED, batch=BatchSnapshot.of(client.get_batch(intent.batch_id))
+        )
+    if intent is not None:
+        since = int((intent.claimed_at - CLOCK_SKEW).timestamp())
+        try:
+            existing = client.find_batch(step.identity, since)
+        except AzureError as error:
+            raise SubmitUnknown(f"could not look for an earlier batch: {error.code}") from error
+        if existing is not None:
+            ledger.record(intent, existing.id)
+            return SubmitAnswered(outcome=SubmitOutcome.REATTACHED, batch=BatchSnapshot.of(existing))
+        if not intent.ended_unknown and at - intent.claimed_at < CLAIM_TIMEOUT:
+            raise SubmitUnknown("another copy of this submit may still be creating the batch")
     if cancel_requested:
         return SubmitAnswered(outcome=SubmitOutcome.CANCELLED, cancel_requested=True)
     if step.lookup_only:
@@ -73,16 +98,23 @@ def submit(
             refusal = Failure.of("input_secret_unavailable", str(error), param="inputFileSecret")
             return SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=refusal)
     assert input_file_id
+    try:
+        claim = ledger.claim(step.run_id, step.attempt, at, over=intent)
+    except SubmitClaimed as error:
+        raise SubmitUnknown(str(error)) from error
     metadata = {**step.metadata, **step.identity}
     try:
         batch = client.create_batch(input_file_id, step.endpoint, step.completion_window, metadata)
     except AzureError as error:
+        if error.transient:
+            ledger.ended_unknown(claim)
+            raise SubmitUnknown(f"submit outcome unknown ({error.status or 'no reply'} {error.code})") from error
+        ledger.release(claim)  # Azure refused: no batch exists, a later try may create
         if error.code == "token_limit_exceeded":
             return SubmitAnswered(outcome=SubmitOutcome.QUOTA)
-        if error.transient:
-            raise SubmitUnknown(f"submit outcome unknown ({error.status or 'no reply'} {error.code})") from error
         message = redact_input_file_id(error.message, input_file_id) or f"Azure OpenAI answered {error.status}."
         return SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=Failure.of(error.code, message))
+    ledger.record(claim, batch.id)
     return SubmitAnswered(outcome=SubmitOutcome.SUBMITTED, batch=BatchSnapshot.of(batch))
 
 

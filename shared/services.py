@@ -10,6 +10,7 @@ from shared.azure_openai import AzureOpenAIClient
 from shared.catalog import Catalog
 from shared.secrets import SecretReader
 from shared.settings import SettingsError, get_settings
+from shared.submit_ledger import SubmitLedger
 
 
 @cache
@@ -29,6 +30,14 @@ def arm_client() -> ArmClient:
 @cache
 def catalog() -> Catalog:
     return Catalog.from_settings(get_settings())
+
+
+@cache
+def submit_ledger() -> SubmitLedger:
+    from shared.catalog import table_service
+
+    settings = get_settings()
+    return SubmitLedger(table_service(settings), f"{settings.catalog_table}submits")
 
 
 @cache
@@ -68,6 +77,6 @@ def openai_client(resource_name: str) -> AzureOpenAIClient:
 
 def reset() -> None:
     """Forgets every client and the settings (tests change app settings between cases)."""
-    for cached in (credential, arm_client, catalog, secret_reader, get_settings):
+    for cached in (credential, arm_client, catalog, submit_ledger, secret_reader, get_settings):
         cached.cache_clear()
     _openai_clients.clear()

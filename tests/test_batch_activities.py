@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from shared.batch_run import (
     ResolveInput,
     run_status,
 )
-from shared.batching import SubmitUnknown, submit
+from shared.batching import CLAIM_TIMEOUT, SubmitUnknown, submit
 from shared.http import AzureError, azure_session, retry_policy
 from shared.runs import HINTS, Failure, RunStatus, iso_of_unix
 from shared.secrets import SecretUnavailable
@@ -84,8 +85,10 @@ class Run:
         )
         return answer
 
-    def submit(self, *, lookup_only: bool = False) -> dict[str, Any]:
-        answer: dict[str, Any] = activity("submit_batch", self.state.submit_step(lookup_only=lookup_only).to_dict())
+    def submit(self, *, lookup_only: bool = False, at: datetime | None = None) -> dict[str, Any]:
+        """One submit, as decided at `at` on the run's clock (now by default)."""
+        step = self.state.submit_step(at or datetime.now(UTC), lookup_only=lookup_only)
+        answer: dict[str, Any] = activity("submit_batch", step.to_dict())
         return answer
 
     def cancel(self) -> dict[str, Any]:
@@ -228,7 +231,7 @@ def test_other_runs_batches_are_never_reattached(emulator: RunningEmulator, east
     [{"status": 500, "afterHandler": True}, {"drop": True, "afterHandler": True}],
     ids=["500-after-create", "connection-cut-after-create"],
 )
-def test_lost_create_reply_raises_then_the_retry_reattaches_to_the_one_batch(
+def test_lost_create_reply_raises_then_the_retry_finds_the_one_batch_in_azures_list(
     emulator: RunningEmulator, eastus: DataPlane, fault: dict[str, Any]
 ) -> None:
     run = Run(eastus.upload(batch_lines(2))["id"])
@@ -236,43 +239,134 @@ def test_lost_create_reply_raises_then_the_retry_reattaches_to_the_one_batch(
 
     with pytest.raises(SubmitUnknown, match="submit outcome unknown"):
         run.submit()
-    retried = run.submit()  # what Durable's activity retry does
+    assert emulator.requests_log(service="openai", route="batches.list") == []  # the first try had nothing to look for
+    retried = run.submit()  # the run's next try
+    again = run.submit()  # and one more: the ledger has the outcome now
 
     (batch,) = emulator.batches(RESOURCE)
-    assert retried["outcome"] == "reattached"
-    assert retried["batch"]["id"] == batch["id"]
+    assert (retried["outcome"], again["outcome"]) == ("reattached", "reattached")
+    assert retried["batch"]["id"] == again["batch"]["id"] == batch["id"]
     assert batch["metadata"]["runId"] == run.run_id
     (create,) = emulator.requests_log(service="openai", route="batches.create")
     assert create["handledStatus"] == 200  # Azure did create it: only the reply was lost
     assert create["batch"]["id"] == batch["id"]
-    assert len(emulator.requests_log(service="openai", route="batches.list")) == 2
+    assert len(emulator.requests_log(service="openai", route="batches.list")) == 1  # only the try after the loss
+
+
+def test_a_submitted_run_never_lists_azures_batches(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    run = Run(eastus.upload(batch_lines(2))["id"])
+
+    first = run.submit()
+    again = run.submit()  # an activity delivered twice, one after the other
+
+    assert (first["outcome"], again["outcome"]) == ("submitted", "reattached")
+    assert emulator.requests_log(service="openai", route="batches.list") == []
+    assert len(emulator.batches(RESOURCE)) == 1
+
+
+def lose_the_create_reply(emulator: RunningEmulator, run: Run, **fault: Any) -> None:
+    emulator.add_fault(service="openai", route="batches.create", times=1, **fault)
+    with pytest.raises(SubmitUnknown):
+        run.submit()
 
 
 def test_throttled_and_failing_listing_is_retried_inside_the_client(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
     run = Run(eastus.upload(batch_lines(2))["id"])
+    lose_the_create_reply(emulator, run, status=500, afterHandler=True)
     emulator.add_fault(service="openai", route="batches.list", status=429, times=1)
     emulator.add_fault(service="openai", route="batches.list", status=503, times=1)
 
     outcome = run.submit()
 
-    assert outcome["outcome"] == "submitted"
+    assert outcome["outcome"] == "reattached"
     assert [e["status"] for e in emulator.requests_log(service="openai", route="batches.list")] == [429, 503, 200]
     assert len(emulator.batches(RESOURCE)) == 1
 
 
 def test_listing_that_fails_past_the_retries_never_creates_blind(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    lose_the_create_reply(emulator, run, status=503)  # refused before handling: no batch, but the run cannot know
     resource = emulator.resource(RESOURCE)
     quick = azure_session(retry_policy(attempts=2, backoff=0))
     client = AzureOpenAIClient(resource["endpoint"], "2024-10-21", api_key=resource["apiKey"], session=quick)
     emulator.add_fault(service="openai", route="batches.list", status=503, times=3)
 
     with pytest.raises(SubmitUnknown, match="could not look for an earlier batch: ServiceUnavailable"):
-        submit(Run(eastus.upload(batch_lines(2))["id"]).state.submit_step(), client, None, cancel_requested=False)
+        submit(run.state.submit_step(datetime.now(UTC)), client, services.submit_ledger(), None, False)
 
     assert len(emulator.requests_log(service="openai", route="batches.list")) == 3
+    assert len(emulator.requests_log(service="openai", route="batches.create")) == 1  # only the first try's
+    assert emulator.batches(RESOURCE) == []
+
+
+def test_a_twin_running_at_once_never_creates_a_second_batch(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    at = datetime.now(UTC)
+    emulator.add_fault(
+        service="openai", route="batches.create", latencyMs=1000, times=1
+    )  # still creating when the twin looks
+
+    with ThreadPoolExecutor(2) as pool:
+        copies = [pool.submit(run.submit, at=at) for _ in range(2)]
+    outcomes = []
+    for copy in copies:
+        try:
+            outcomes.append(copy.result()["outcome"])
+        except SubmitUnknown as unknown:
+            outcomes.append(str(unknown))
+
+    assert sorted(outcomes)[0].startswith("another")  # the twin that lost the claim never creates ...
+    assert "submitted" in outcomes
+    assert len(emulator.requests_log(service="openai", route="batches.create")) == 1
+    assert run.submit()["outcome"] == "reattached"  # ... and the run's next try finds the winner's batch
+
+
+def test_a_claim_whose_copy_crashed_is_taken_over_once_it_is_old_enough(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    crashed_at = datetime.now(UTC)
+    services.submit_ledger().claim(run.run_id, 1, crashed_at)  # a copy claimed, then was killed before creating
+
+    with pytest.raises(SubmitUnknown, match="may still be creating"):
+        run.submit(at=crashed_at + CLAIM_TIMEOUT - timedelta(seconds=1))
+    taken_over = run.submit(at=crashed_at + CLAIM_TIMEOUT)
+
+    assert taken_over["outcome"] == "submitted"
+    assert len(emulator.batches(RESOURCE)) == 1
+    assert len(emulator.requests_log(service="openai", route="batches.list")) == 2  # each look reached the claim
+
+
+def test_a_cancel_while_a_claim_is_open_looks_and_waits_rather_than_orphaning_a_batch(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    claimed_at = datetime.now(UTC)
+    services.submit_ledger().claim(run.run_id, 1, claimed_at)
+    services.catalog().request_cancel(run.run_id, claimed_at)
+
+    with pytest.raises(SubmitUnknown):
+        run.submit(at=claimed_at)
+    later = run.submit(at=claimed_at + CLAIM_TIMEOUT)
+
+    assert later["outcome"] == "cancelled"
     assert emulator.requests_log(service="openai", route="batches.create") == []
+
+
+def test_a_refused_create_releases_its_claim_so_a_later_try_creates(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    run = Run(eastus.upload(batch_lines(2))["id"])
+    emulator.add_fault(service="openai", route="batches.create", status=400, times=1)
+
+    refused = run.submit()
+    accepted = run.submit()
+
+    assert refused["outcome"] == "rejected"
+    assert accepted["outcome"] == "submitted"
+    assert services.submit_ledger().intent(run.run_id, 1).batch_id == accepted["batch"]["id"]  # type: ignore[union-attr]
 
 
 def test_create_storm_is_retried_by_the_activity_without_a_second_batch(

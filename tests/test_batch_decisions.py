@@ -292,12 +292,12 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
         {},
     ),
     (
-        "submit failed while ending: fail, naming the run id",
+        "submit failed while ending: look again later (another copy may still be creating)",
         replace(RUN, phase=Phase.SUBMITTING, submit_failures=1, cancel_requested=True),
         ActivityFailed(step=Submit),
         NOW,
-        Finish(),
-        {"status": RunStatus.FAILED},
+        Wait(after(SUBMIT_BACKOFF.delay(2))),
+        {"submit_failures": 2},
     ),
     # Polling
     ("timer fired: check", POLLING, TimerFired(), NOW, Check(RUN.run_id, RUN.resource, "batch_1"), {}),
