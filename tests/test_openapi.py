@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
+from openapi_schema_validator import validate as validate_instance
 from openapi_spec_validator import validate
 
-from tests.functions import functions_by_name
+from tests.functions import call_http, functions_by_name, json_of
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi.yaml").read_text())
 
@@ -52,3 +54,23 @@ def test_anonymous_routes_are_the_ones_without_security() -> None:
     }
 
     assert documented_open == anonymous
+
+
+def documented(schema: str) -> dict[str, object]:
+    """A schema of the spec's components, with the components beside it for its $refs."""
+    return {"$ref": f"#/components/schemas/{schema}", "components": SPEC["components"]}
+
+
+@pytest.mark.usefixtures("app_settings")
+def test_list_jobs_replies_and_parameters_are_the_documented_ones() -> None:
+    operation = SPEC["paths"]["/jobs"]["get"]
+    assert {p["name"] for p in operation["parameters"]} == {"resource", "type", "status", "top", "continuationToken"}
+    call_http("import_jobs", "POST", "jobs/import")
+
+    first = json_of(call_http("list_jobs", "GET", "jobs", params={"top": "5"}))
+    refused = call_http("list_jobs", "GET", "jobs", params={"top": "0"})
+
+    assert "nextLink" in first
+    validate_instance(first, documented("JobPage"))
+    assert refused.status_code == 400
+    validate_instance(json_of(refused), documented("Problem"))
