@@ -242,7 +242,7 @@ class Catalog:
     @contextlib.contextmanager
     def importing(self, resource: str, now: datetime) -> Iterator[PartitionImport]:
         """An import into `resource`'s partition (see PartitionImport). Leaving the block waits for every write in
-        flight, so none outlives the caller's import lease; if the block failed, writes not yet sent are dropped."""
+        flight, so none outlives the caller's import lease; if the block failed, writes not yet started are dropped."""
         self.ensure_tables()
         executor = ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY, thread_name_prefix=f"import-{resource}")
         failed = True
@@ -350,8 +350,9 @@ class PartitionImport:
             if job.external_id in self._listed:
                 continue  # listed twice (the list changed between ARM pages): one write per row and import
             self._listed.add(job.external_id)
-            counted = job.status is not JobStatus.SKIPPED
-            counts.skipped += not counted
+            if job.status is JobStatus.SKIPPED:
+                counts.skipped += 1
+            counted = job.status is not JobStatus.SKIPPED  # skipped jobs are written, but counted only as skipped
             current = stored.get(job.external_id)
             fingerprint = job.fingerprint()
             if current is None:
