@@ -270,7 +270,7 @@ def test_a_failed_write_fails_the_import() -> None:
 def test_arm_failure_leaves_the_catalogue_untouched(emulator: RunningEmulator) -> None:
     run_import()
     before = {k: j.status for k, j in jobs().items()}
-    # the second page fails for good: nothing may be retired because the listing was incomplete
+    # the listing fails for good on its first page (a later page: test_arm_failure_on_a_later_page_retires_nothing)
     emulator.add_fault(service="arm", route="deployments.list", status=403, times=1)
 
     report = run_import()
