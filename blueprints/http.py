@@ -8,6 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import azure.functions as func
 
@@ -19,6 +20,15 @@ logger = logging.getLogger(__name__)
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json", headers=headers)
+
+
+def next_link(req: func.HttpRequest, **params: str) -> str:
+    """The request's own absolute URL with `params` set: the link to the next page of a listing, with the
+    client's other query parameters kept. The function key (`code`) is left out, since a secret in a reply
+    body ends up in logs: the client sends its key with the next request as with any other."""
+    parts = urlsplit(str(req.url))
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params and k != "code"]
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([*kept, *params.items()]), ""))
 
 
 def problem_response(problem: Problem) -> func.HttpResponse:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import azure.functions as func
 
-from blueprints.http import json_body, json_response, problems_as_responses
+from blueprints.http import json_body, json_response, next_link, problems_as_responses
 from shared.problems import FieldError, Problem, validation_problem
 
 bp = func.Blueprint()
@@ -66,8 +67,10 @@ def import_jobs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.route(route="jobs", methods=["GET"])
 @problems_as_responses
 def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
-    """Jobs in the catalogue, filtered by `resource`, `type` and `status`."""
+    """One page of the jobs in the catalogue, filtered by `resource`, `type` and `status`, by resource then external
+    id; `nextLink` (absent on the last page) carries on where the page ends."""
     from shared import services
+    from shared.catalog import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_continuation_token
     from shared.jobs import JobStatus, JobType, check_resource_name
 
     check_resource_name(req.params.get("resource"))
@@ -77,10 +80,23 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
         errors.append(FieldError("type", f"must be one of {', '.join(t.value for t in JobType)}"))
     if status and status not in {s.value for s in JobStatus}:
         errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in JobStatus)}"))
+    top = _whole_number(req.params.get("top", str(DEFAULT_PAGE_SIZE)))
+    if top is None or not 1 <= top <= MAX_PAGE_SIZE:
+        errors.append(FieldError("top", f"must be a whole number from 1 to {MAX_PAGE_SIZE}"))
+    after = None
+    if token := req.params.get("continuationToken"):
+        try:
+            after = decode_continuation_token(token)
+        except ValueError:
+            errors.append(FieldError("continuationToken", "is not a token from a nextLink of this API; pass it as is"))
     if errors:
         raise validation_problem(errors, "Invalid query parameters.")
-    jobs = services.catalog().list_jobs(req.params.get("resource"), job_type, status)
-    return json_response({"value": [job.to_resource() for job in jobs], "count": len(jobs)})
+    assert top is not None  # for mypy: checked above
+    page = services.catalog().list_jobs_page(req.params.get("resource"), job_type, status, top=top, after=after)
+    body: dict[str, Any] = {"value": [job.to_resource() for job in page.jobs], "count": len(page.jobs)}
+    if page.continuation_token:
+        body["nextLink"] = next_link(req, continuationToken=page.continuation_token)
+    return json_response(body)
 
 
 @bp.route(route="jobs/{externalId}", methods=["GET"])
@@ -114,3 +130,8 @@ def set_job_attributes(req: func.HttpRequest) -> func.HttpResponse:
     job = catalog.find_job(external_id, req.params.get("resource"))
     attributes = merge_attributes(job.job_type, job.attributes, body["attributes"])
     return json_response(catalog.set_attributes(job, attributes, datetime.now(UTC)).to_resource())
+
+
+def _whole_number(text: str) -> int | None:
+    """The number `text` spells in ASCII digits (int() would also take "+5", " 5", "1_0" and other scripts' digits)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else None

@@ -70,12 +70,17 @@ class ArmClient:
 
     def list_deployments(self, resource: OpenAIResource) -> Iterator[ArmDeployment]:
         """Every deployment of the account, following `nextLink` until ARM gives none."""
+        for page in self.list_deployment_pages(resource):
+            yield from page
+
+    def list_deployment_pages(self, resource: OpenAIResource) -> Iterator[list[ArmDeployment]]:
+        """The deployments page by page as ARM sends them: a caller can work on one page before asking for the next
+        (a page is fetched only when the iterator is advanced)."""
         url: str | None = f"{self.endpoint}{resource.arm_id}/deployments"
         params: dict[str, str] | None = {"api-version": DEPLOYMENTS_API_VERSION}
         while url:
             page = self._get(url, params)
-            for item in page.get("value") or []:
-                yield ArmDeployment.from_arm(item)
+            yield [ArmDeployment.from_arm(item) for item in page.get("value") or []]
             url, params = page.get("nextLink"), None
             if url:
                 self._check_same_origin(url)

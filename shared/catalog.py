@@ -1,29 +1,40 @@
 """The job catalogue on Azure Table Storage: one partition per Azure OpenAI resource, one row per job.
 
-Imports write only the columns they own, in entity-group transactions, so attributes users set survive
+Imports write only the columns they own, in concurrent entity-group transactions, so attributes users set survive
 re-import; a per-resource lease in a second table keeps two imports of one resource from overlapping.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.data.tables import TableClient, TableErrorCode, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.jobs import ImportedJob, Job, JobStatus, JobType, check_resource_name
 from shared.problems import Problem
 from shared.settings import Settings
 
 TRANSACTION_LIMIT = 100  # Table Storage accepts at most 100 operations per entity-group transaction
+# Transactions in flight at once during an import: enough to keep the storage service busy while this process builds
+# the next request (building and parsing them costs about as much CPU here as Table Storage spends on them).
+WRITE_CONCURRENCY = 4
+DEFAULT_PAGE_SIZE = 100  # jobs per page of a listing when the client does not say
+MAX_PAGE_SIZE = 1000  # Table Storage returns at most 1,000 entities per query page
 IMPORT_LEASE = timedelta(minutes=15)  # longer than host.json's functionTimeout: an import cannot outlive it
+_MERGE = {"mode": UpdateMode.MERGE}  # imports write only the columns they own; attributes stay as users set them
+_SET_ON_CREATE = frozenset({"Attributes", "ImportedAt"})  # columns an import writes only into a row it creates
+# One operation of an entity-group transaction: ("create", row) or ("upsert", row, {"mode": ...}).
+Operation = tuple[str, dict[str, Any]] | tuple[str, dict[str, Any], dict[str, Any]]
 
 
 @dataclass
@@ -42,6 +53,41 @@ class ImportCounts:
         for key, value in vars(other).items():
             setattr(self, key, getattr(self, key) + value)
         return self
+
+
+# A position in the jobs table, as Table Storage's continuation headers give it: NextPartitionKey, NextRowKey.
+TablePosition = dict[str, str | None]
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of a job listing: the jobs, and the token of the next page (None on the last page)."""
+
+    jobs: list[Job]
+    continuation_token: str | None
+
+
+def encode_continuation_token(position: TablePosition) -> str:
+    """The position as a token the client passes back as it is: base64url of JSON, so that what is inside (Table
+    Storage's keys, possibly with any character) never needs escaping and the client has nothing to interpret."""
+    data = {"PartitionKey": position.get("PartitionKey"), "RowKey": position.get("RowKey")}
+    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_continuation_token(token: str) -> TablePosition:
+    """The position a token from encode_continuation_token names; ValueError for anything else."""
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+        raise ValueError("not base64url-encoded JSON") from exc
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"PartitionKey", "RowKey"}
+        or not isinstance(data["PartitionKey"], str)
+        or not isinstance(data["RowKey"], str | None)
+    ):
+        raise ValueError("not a position in the job catalogue")
+    return {"PartitionKey": data["PartitionKey"], "RowKey": data["RowKey"]}
 
 
 class ImportInProgress(Exception):
@@ -89,18 +135,44 @@ class Catalog:
     def list_jobs(
         self, resource: str | None = None, job_type: str | None = None, status: str | None = None
     ) -> list[Job]:
+        """Every matching job at once, by resource then external id (for callers that need them all)."""
         self.ensure_tables()
-        clauses, parameters = [], {}
-        for column, value in (("PartitionKey", resource), ("JobType", job_type), ("Status", status)):
-            if value:
-                clauses.append(f"{column} eq @{column}")
-                parameters[column] = value
+        query_filter, parameters = _job_filter(resource, job_type, status)
         entities: Iterable[Any] = (
-            self.jobs.query_entities(" and ".join(clauses), parameters=parameters)
-            if clauses
-            else self.jobs.list_entities()
+            self.jobs.query_entities(query_filter, parameters=parameters) if query_filter else self.jobs.list_entities()
         )
         return sorted((_job(e) for e in entities), key=lambda j: (j.resource, j.external_id))
+
+    def list_jobs_page(
+        self,
+        resource: str | None = None,
+        job_type: str | None = None,
+        status: str | None = None,
+        *,
+        top: int = DEFAULT_PAGE_SIZE,
+        after: TablePosition | None = None,
+    ) -> JobPage:
+        """One page of matching jobs from `after` on (the start when None), in Table Storage's order: by resource
+        (PartitionKey), then external id (RowKey). The filters are Table Storage query filters.
+
+        The page is one Table Storage query page of at most `top` entities. The service may send fewer, even none,
+        with a continuation (at partition boundaries, or when a query runs 5 seconds), so only a page without a
+        continuation token is the last; the token is the service's own, so the next page starts exactly there.
+        """
+        if not 1 <= top <= MAX_PAGE_SIZE:
+            raise ValueError(f"top must be from 1 to {MAX_PAGE_SIZE}, not {top}")
+        self.ensure_tables()
+        query_filter, parameters = _job_filter(resource, job_type, status)
+        entities = (
+            self.jobs.query_entities(query_filter, parameters=parameters, results_per_page=top)
+            if query_filter
+            else self.jobs.list_entities(results_per_page=top)
+        )
+        # typed as taking and having a str, the tables SDK's token is a dict of the two continuation headers
+        pages: Any = entities.by_page(continuation_token=cast(Any, after))
+        jobs = [_job(entity) for entity in next(pages, ())]
+        position: TablePosition | None = pages.continuation_token or None
+        return JobPage(jobs, encode_continuation_token(position) if position else None)
 
     def get_job(self, resource: str, external_id: str) -> Job | None:
         self.ensure_tables()
@@ -160,55 +232,18 @@ class Catalog:
         assert stored is not None
         return stored
 
-    def apply_import(self, resource: str, imported: list[ImportedJob], now: datetime) -> ImportCounts:
-        """Brings the resource's partition in line with a complete listing of its deployments."""
+    @contextlib.contextmanager
+    def importing(self, resource: str, now: datetime) -> Iterator[PartitionImport]:
+        """An import into `resource`'s partition (see PartitionImport). Leaving the block waits for every write in
+        flight, so none outlives the caller's import lease; if the block failed, writes not yet started are dropped."""
         self.ensure_tables()
-        stamp = _stamp(now)
-        partition = self.jobs.query_entities("PartitionKey eq @pk", parameters={"pk": resource})
-        existing = {entity["RowKey"]: entity for entity in partition}
-        counts = ImportCounts()
-        operations: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
-        merge = {"mode": UpdateMode.MERGE}
-        for job in imported:
-            if job.status is JobStatus.SKIPPED:
-                counts.skipped += 1
-            current = existing.get(job.external_id)
-            columns = _imported_columns(resource, job) | {"UpdatedAt": stamp}
-            if current is None:
-                operations.append(
-                    ("upsert", columns | {"Attributes": "{}", "ImportedAt": stamp, "RetiredAt": ""}, merge)
-                )
-                counts.added += job.status is not JobStatus.SKIPPED
-            elif current.get("Status") == JobStatus.RETIRED:
-                operations.append(("upsert", columns | {"RetiredAt": ""}, merge))
-                counts.revived += job.status is not JobStatus.SKIPPED
-            elif current.get("Fingerprint") != job.fingerprint():
-                operations.append(("upsert", columns, merge))
-                counts.updated += job.status is not JobStatus.SKIPPED
-            else:
-                counts.unchanged += job.status is not JobStatus.SKIPPED
-        current_ids = {job.external_id for job in imported}
-        for external_id, entity in existing.items():
-            if external_id not in current_ids and entity.get("Status") != JobStatus.RETIRED:
-                operations.append(
-                    (
-                        "upsert",
-                        {
-                            "PartitionKey": resource,
-                            "RowKey": external_id,
-                            "Status": JobStatus.RETIRED.value,
-                            "Reason": "The deployment no longer exists in the resource.",
-                            "RetiredAt": stamp,
-                            "UpdatedAt": stamp,
-                            "Fingerprint": "",
-                        },
-                        merge,
-                    )
-                )
-                counts.retired += 1
-        for chunk in _chunks(operations, TRANSACTION_LIMIT):
-            self.jobs.submit_transaction(chunk)
-        return counts
+        executor = ThreadPoolExecutor(max_workers=WRITE_CONCURRENCY, thread_name_prefix=f"import-{resource}")
+        failed = True
+        try:
+            yield PartitionImport(self.jobs, resource, now, executor)
+            failed = False
+        finally:
+            executor.shutdown(wait=True, cancel_futures=failed)
 
     # The import lease ----------------------------------------------------------------------------------------
     def acquire_import_lease(self, resource: str, now: datetime) -> str:
@@ -283,7 +318,121 @@ class Catalog:
         return {e["RowKey"]: json.loads(e.get("LastOutcome") or "null") for e in self.imports.list_entities()}
 
 
-def _imported_columns(resource: str, job: ImportedJob) -> dict[str, Any]:
+class PartitionImport:
+    """One import of a resource's deployments into its partition, fed page by page while ARM lists the next page.
+
+    Additions, updates and revivals are sent as soon as they fill a 100-row entity-group transaction, and several
+    transactions run at once: an import writes each row at most once, so no two transactions touch the same row
+    and their order cannot matter. Retiring needs the complete listing, so only `complete()` retires (and sends
+    the rest): an import that stops half-way (ARM failed on a later page) retires nothing, though whole
+    transactions of the pages before the failure may already be written. The diff needs only each row's status
+    and fingerprint, read without the other columns while ARM sends the first page.
+    """
+
+    def __init__(self, jobs: TableClient, resource: str, now: datetime, executor: ThreadPoolExecutor) -> None:
+        self.counts = ImportCounts()
+        self._jobs = jobs
+        self._resource = resource
+        self._stamp = _stamp(now)
+        self._executor = executor
+        self._stored: Future[dict[str, StoredImport]] = executor.submit(_stored_imports, jobs, resource)
+        self._listed: set[str] = set()
+        self._unsent: list[Operation] = []
+        self._writes: list[Future[Any]] = []
+
+    def add(self, imported: Iterable[ImportedJob]) -> None:
+        """Brings the rows of these jobs in line; the writes are sent before this returns, not awaited."""
+        stored = self._stored.result()
+        counts, stamp = self.counts, self._stamp
+        for job in imported:
+            if job.external_id in self._listed:
+                continue  # listed twice (the list changed between ARM pages): one write per row and import
+            self._listed.add(job.external_id)
+            if job.status is JobStatus.SKIPPED:
+                counts.skipped += 1
+            counted = job.status is not JobStatus.SKIPPED  # skipped jobs are written, but counted only as skipped
+            current = stored.get(job.external_id)
+            fingerprint = job.fingerprint()
+            if current is None:
+                # a create, not an upsert: the row is new (and Azurite looks an upserted row up twice)
+                row = _imported_columns(self._resource, job, fingerprint, stamp)
+                self._unsent.append(("create", row | {"Attributes": "{}", "ImportedAt": stamp, "RetiredAt": ""}))
+                counts.added += counted
+            elif current.status == JobStatus.RETIRED:
+                row = _imported_columns(self._resource, job, fingerprint, stamp)
+                self._unsent.append(("upsert", row | {"RetiredAt": ""}, _MERGE))
+                counts.revived += counted
+            elif current.fingerprint != fingerprint:
+                self._unsent.append(("upsert", _imported_columns(self._resource, job, fingerprint, stamp), _MERGE))
+                counts.updated += counted
+            else:
+                counts.unchanged += counted
+        self._send(whole_transactions_only=True)
+
+    def complete(self) -> ImportCounts:
+        """Retires the rows the listing lacked and waits for every write; call it only after the whole listing."""
+        for external_id, current in self._stored.result().items():
+            if external_id not in self._listed and current.status != JobStatus.RETIRED:
+                retired = {
+                    "PartitionKey": self._resource,
+                    "RowKey": external_id,
+                    "Status": JobStatus.RETIRED.value,
+                    "Reason": "The deployment no longer exists in the resource.",
+                    "RetiredAt": self._stamp,
+                    "UpdatedAt": self._stamp,
+                    "Fingerprint": "",
+                }
+                self._unsent.append(("upsert", retired, _MERGE))
+                self.counts.retired += 1
+        self._send(whole_transactions_only=False)
+        for write in self._writes:
+            write.result()
+        return self.counts
+
+    def _send(self, whole_transactions_only: bool) -> None:
+        for write in self._writes:
+            if write.done():
+                write.result()  # a failed transaction ends the import now rather than after the whole listing
+        while len(self._unsent) >= TRANSACTION_LIMIT or (self._unsent and not whole_transactions_only):
+            chunk, self._unsent = self._unsent[:TRANSACTION_LIMIT], self._unsent[TRANSACTION_LIMIT:]
+            self._writes.append(self._executor.submit(_write, self._jobs, chunk))
+
+
+@dataclass(frozen=True)
+class StoredImport:
+    """What an import compares a stored row with."""
+
+    status: str
+    fingerprint: str
+
+
+def _write(jobs: TableClient, operations: list[Operation]) -> None:
+    """One entity-group transaction. A row to create that exists after all (only an import whose lease ran out could
+    have written it since the partition was read) fails the whole transaction: it is sent again with such rows
+    merged instead, without the columns that would overwrite what the row already holds."""
+    try:
+        jobs.submit_transaction(operations)
+    except TableTransactionError as error:
+        if getattr(error, "error_code", None) != TableErrorCode.ENTITY_ALREADY_EXISTS:  # set by the SDK, untyped
+            raise
+        jobs.submit_transaction([_merged_instead(operation) for operation in operations])
+
+
+def _merged_instead(operation: Operation) -> Operation:
+    if operation[0] != "create":
+        return operation
+    row = {name: value for name, value in operation[1].items() if name not in _SET_ON_CREATE}
+    return ("upsert", row, _MERGE)
+
+
+def _stored_imports(jobs: TableClient, resource: str) -> dict[str, StoredImport]:
+    rows = jobs.query_entities(
+        "PartitionKey eq @pk", parameters={"pk": resource}, select=["RowKey", "Status", "Fingerprint"]
+    )
+    return {row["RowKey"]: StoredImport(row.get("Status") or "", row.get("Fingerprint") or "") for row in rows}
+
+
+def _imported_columns(resource: str, job: ImportedJob, fingerprint: str, stamp: str) -> dict[str, Any]:
     return {
         "PartitionKey": resource,
         "RowKey": job.external_id,
@@ -296,8 +445,19 @@ def _imported_columns(resource: str, job: ImportedJob) -> dict[str, Any]:
         "BatchCapable": job.batch_capable,
         "Status": job.status.value,
         "Reason": job.reason,
-        "Fingerprint": job.fingerprint(),
+        "Fingerprint": fingerprint,
+        "UpdatedAt": stamp,
     }
+
+
+def _job_filter(resource: str | None, job_type: str | None, status: str | None) -> tuple[str, dict[str, str]]:
+    """A Table Storage filter (with parameters, never values spliced in) for the given criteria; "" for none."""
+    clauses, parameters = [], {}
+    for column, value in (("PartitionKey", resource), ("JobType", job_type), ("Status", status)):
+        if value:
+            clauses.append(f"{column} eq @{column}")
+            parameters[column] = value
+    return " and ".join(clauses), parameters
 
 
 def _job(entity: Any) -> Job:
@@ -326,8 +486,3 @@ def _job(entity: Any) -> Job:
 
 def _stamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

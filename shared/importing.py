@@ -78,10 +78,12 @@ def _import_resource(resource: OpenAIResource, arm: ArmClient, catalog: Catalog,
         return ResourceImport(resource.name, busy=True)
     outcome = ResourceImport(resource.name)
     try:
-        # The whole listing first: a failure half-way must not retire the deployments on later pages.
-        deployments = list(arm.list_deployments(resource))
-        jobs = [job for deployment in deployments for job in classify(deployment)]
-        outcome.counts = catalog.apply_import(resource.name, jobs, now)
+        with catalog.importing(resource.name, now) as partition:
+            # Each page is written while ARM sends the next; retiring waits for the whole listing, so a failure
+            # half-way cannot retire the deployments on later pages.
+            for page in arm.list_deployment_pages(resource):
+                partition.add(job for deployment in page for job in classify(deployment))
+            outcome.counts = partition.complete()
     except AzureError as error:
         outcome.error = error
     finally:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from azure.core.exceptions import HttpResponseError
 from azure.identity import ManagedIdentityCredential
 
 from shared import services
@@ -14,7 +15,7 @@ from shared.arm import ArmClient
 from shared.catalog import ImportInProgress
 from shared.http import AzureError, azure_session, retry_policy
 from shared.importing import import_deployments
-from shared.jobs import Job, JobStatus
+from shared.jobs import ImportedJob, Job, JobStatus, JobType
 from shared.settings import get_settings
 from tests.conftest import RunningEmulator
 
@@ -26,6 +27,10 @@ def run_import(now: datetime | None = None) -> dict[str, Any]:
     settings = get_settings()
     report = import_deployments(settings.resources, services.arm_client(), services.catalog(), now or datetime.now(UTC))
     return report.to_dict()
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
 
 
 def jobs() -> dict[str, Job]:
@@ -157,9 +162,9 @@ def test_attributes_survive_reimport_that_changes_the_deployment(emulator: Runni
 
 
 @pytest.mark.usefixtures("app_settings")
-def test_many_deployments_are_written_in_several_transactions(emulator: RunningEmulator) -> None:
-    emulator_deployments = 60  # 120 jobs: more than one 100-operation entity-group transaction
-    for i in range(emulator_deployments):
+def test_many_deployments_are_written_in_concurrent_transactions_each_row_once(emulator: RunningEmulator) -> None:
+    bulk = 250  # 500 jobs more: several 100-operation transactions, more than WRITE_CONCURRENCY of them in flight
+    for i in range(bulk):
         emulator.put_deployment(
             RESOURCE,
             f"bulk-{i:03d}",
@@ -170,15 +175,102 @@ def test_many_deployments_are_written_in_several_transactions(emulator: RunningE
 
     report = run_import()
 
-    assert report["added"] == 10 + 2 * emulator_deployments
-    assert len(jobs()) == 11 + 2 * emulator_deployments
+    assert report["added"] == 10 + 2 * bulk
+    catalogue = jobs()
+    assert len(catalogue) == 11 + 2 * bulk
+    assert all(job.imported_at and job.status is not JobStatus.RETIRED for job in catalogue.values())
+    for i in range(0, bulk, 2):
+        emulator.delete_deployment(RESOURCE, f"bulk-{i:03d}")
+
+    again = run_import(datetime.now(UTC) + timedelta(minutes=30))
+
+    assert (again["added"], again["updated"], again["retired"], again["unchanged"]) == (0, 0, bulk, 10 + bulk)
+    retired = {k for k, job in jobs().items() if job.status is JobStatus.RETIRED}
+    assert retired == {f"bulk-{i:03d}{suffix}" for i in range(0, bulk, 2) for suffix in ("", "::batch")}
+
+
+def failing_after_the_first_page(emulator: RunningEmulator) -> ArmClient:
+    """An ARM client whose listing fails for good (403) on the second page: the fault is added as the first page
+    arrives."""
+    session = azure_session()
+    pages = []
+
+    def add_fault_after_first_page(response: Any, *args: Any, **kwargs: Any) -> None:
+        pages.append(response.url)
+        if len(pages) == 1:
+            emulator.add_fault(service="arm", route="deployments.list", status=403, times=1)
+
+    session.hooks["response"].append(add_fault_after_first_page)
+    return ArmClient(emulator.endpoints["arm"]["endpoint"], ManagedIdentityCredential(), session=session)
+
+
+@pytest.mark.usefixtures("app_settings")
+def test_arm_failure_on_a_later_page_retires_nothing(emulator: RunningEmulator) -> None:
+    run_import()
+    before = {k: j.status for k, j in jobs().items()}
+
+    settings = get_settings()
+    report = import_deployments(settings.resources, failing_after_the_first_page(emulator), services.catalog(), now())
+
+    # the deployments of pages two and three were not listed, and are still there
+    assert report.resources[0].error is not None
+    assert report.resources[0].error.status == 403
+    assert {k: j.status for k, j in jobs().items()} == before
+    assert run_import()["unchanged"] == 10  # and the lease was released
+
+
+@pytest.mark.usefixtures("app_settings")
+def test_a_row_created_after_the_partition_was_read_is_merged_keeping_its_attributes() -> None:
+    catalog = services.catalog()
+    job = ImportedJob(
+        "gpt-4o", JobType.CHAT_COMPLETION, "gpt-4o", "OpenAI", "gpt-4o", "1", "Standard", False, JobStatus.ACTIVE, ""
+    )
+
+    with catalog.importing(RESOURCE, now()) as partition:
+        partition.add([])  # the partition has been read, empty
+        catalog.jobs.create_entity({"PartitionKey": RESOURCE, "RowKey": "gpt-4o", "Attributes": '{"maxTokens": 7}'})
+        partition.add([job])
+        counts = partition.complete()
+
+    assert counts.added == 1
+    stored = jobs()["gpt-4o"]
+    assert (stored.status, stored.attributes) == (JobStatus.ACTIVE, {"maxTokens": 7})
+
+
+@pytest.mark.usefixtures("app_settings")
+def test_a_job_listed_twice_is_written_and_counted_once() -> None:
+    # ARM pages by position: a deployment created while the listing runs can shift another onto the next page too
+    job = ImportedJob(
+        "gpt-4o", JobType.CHAT_COMPLETION, "gpt-4o", "OpenAI", "gpt-4o", "1", "Standard", False, JobStatus.ACTIVE, ""
+    )
+
+    with services.catalog().importing(RESOURCE, now()) as partition:
+        partition.add([job, job])
+        partition.add([job])
+        counts = partition.complete()
+
+    assert (counts.added, counts.updated, counts.unchanged) == (1, 0, 0)
+    assert list(jobs()) == ["gpt-4o"]
+
+
+@pytest.mark.usefixtures("app_settings")
+def test_a_failed_write_fails_the_import() -> None:
+    catalog = services.catalog()
+    refused = ImportedJob(
+        "a/b", JobType.CHAT_COMPLETION, "a/b", "OpenAI", "gpt-4o", "1", "Standard", False, JobStatus.ACTIVE, ""
+    )  # Table Storage refuses '/' in a RowKey
+
+    with catalog.importing(RESOURCE, now()) as partition:
+        partition.add([refused])  # sent, not awaited
+        with pytest.raises(HttpResponseError):
+            partition.complete()
 
 
 @pytest.mark.usefixtures("app_settings")
 def test_arm_failure_leaves_the_catalogue_untouched(emulator: RunningEmulator) -> None:
     run_import()
     before = {k: j.status for k, j in jobs().items()}
-    # the second page fails for good: nothing may be retired because the listing was incomplete
+    # the listing fails for good on its first page (a later page: test_arm_failure_on_a_later_page_retires_nothing)
     emulator.add_fault(service="arm", route="deployments.list", status=403, times=1)
 
     report = run_import()

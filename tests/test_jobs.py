@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from dataclasses import asdict, fields, replace
 from typing import Any
 
 import pytest
@@ -112,6 +115,30 @@ def test_fingerprint_changes_with_imported_fields_only() -> None:
 
     assert first.fingerprint() == same.fingerprint()
     assert first.fingerprint() != other.fingerprint()
+
+
+def test_fingerprint_is_the_one_rows_were_stored_with() -> None:
+    # Rows in the catalogue carry fingerprints made as sha256(json.dumps(asdict(job), sort_keys=True)); a different
+    # digest would make the next import rewrite every job and report each one as updated.
+    jobs = [
+        *classify(deployment("gpt-4o-batch", sku="GlobalBatch")),
+        *classify(deployment("dz", sku="DataZoneBatch", state="Créating")),
+        *classify(deployment("emb", model="text-embedding-3-small", capabilities={"embeddings": "true"})),
+    ]
+
+    for job in jobs:
+        stored = hashlib.sha256(json.dumps(asdict(job), sort_keys=True).encode()).hexdigest()[:16]
+        assert job.fingerprint() == stored
+    assert jobs[0].fingerprint() == "a87c3caa2fd1fe60"  # as computed by the code of 688d40d
+
+
+@pytest.mark.parametrize("field", [f.name for f in fields(ImportedJob)])
+def test_fingerprint_covers_every_imported_field(field: str) -> None:
+    job = classify(deployment(sku="GlobalBatch"))[1]
+    value = getattr(job, field)
+    changed = (not value) if isinstance(value, bool) else (JobStatus.RETIRED if field == "status" else f"{value}x")
+
+    assert replace(job, **{field: changed}).fingerprint() != job.fingerprint()
 
 
 @pytest.mark.parametrize("external_id", ["gpt-4o", "gpt-4o::batch", "my_deployment.v2", "ab"])

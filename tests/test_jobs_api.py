@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import azure.functions as func
 import pytest
 
+from shared.arm import ArmDeployment
+from shared.jobs import Job, classify
 from tests.conftest import RunningEmulator
 from tests.functions import call_http, functions_by_name, json_of, trigger_binding
 
@@ -102,6 +106,140 @@ def test_list_filters_by_resource_type_and_status() -> None:
         "gpt-4o-mini-dz-batch::batch",
     ]
     assert other_resource == {"value": [], "count": 0}
+
+
+# Paging the job list ------------------------------------------------------------------------------------------------
+
+EASTUS, SWEDEN = "aoai-devstack-eastus", "aoai-devstack-swedencentral"
+
+
+def seed_catalogue() -> list[Job]:
+    """1,100 jobs in two resources, written through the catalogue as an import writes them: 300 and 250
+    deployments, every other one GlobalBatch (its batch job active, its chat job not runnable), the rest
+    GlobalStandard (the other way round)."""
+    from shared import services
+
+    catalog = services.catalog()
+    seeded = []
+    for resource, deployments in ((EASTUS, 300), (SWEDEN, 250)):
+        sku = ("GlobalBatch", "GlobalStandard")
+        listed = [
+            ArmDeployment(
+                f"bulk-{i:04d}", "OpenAI", "gpt-4o", "1", sku[i % 2], 1, {"chatCompletion": "true"}, "Succeeded"
+            )
+            for i in range(deployments)
+        ]
+        imported = [job for deployment in listed for job in classify(deployment)]
+        with catalog.importing(resource, datetime.now(UTC)) as partition:
+            partition.add(imported)
+            partition.complete()
+        seeded += [Job(resource, job) for job in imported]
+    assert len(seeded) == 1100
+    return seeded
+
+
+def list_page(**params: str) -> dict[str, Any]:
+    response = call_http("list_jobs", "GET", "jobs", params=params)
+    assert response.status_code == 200, response.get_body()
+    page: dict[str, Any] = json_of(response)
+    assert page["count"] == len(page["value"])
+    return page
+
+
+def every_page(**params: str) -> list[dict[str, Any]]:
+    """The first page and every page its nextLinks lead to, each link followed as it is."""
+    pages = [list_page(**params)]
+    while "nextLink" in pages[-1]:
+        link = urlsplit(pages[-1]["nextLink"])
+        assert (link.scheme, link.netloc, link.path) == ("http", "localhost:7071", "/api/jobs")  # absolute
+        pages.append(list_page(**dict(parse_qsl(link.query))))
+        assert len(pages) <= 100, "nextLink never ends"
+    return pages
+
+
+def keys(jobs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(job["resource"], job["externalId"]) for job in jobs]
+
+
+def test_paging_yields_every_job_exactly_once_by_resource_then_id() -> None:
+    seeded = seed_catalogue()
+
+    pages = every_page(top="250")
+
+    assert [len(page["value"]) for page in pages] == [250, 250, 250, 250, 100]
+    listed = keys([job for page in pages for job in page["value"]])
+    assert listed == sorted((job.resource, job.external_id) for job in seeded)
+
+
+def test_a_page_holds_100_jobs_unless_top_says_otherwise_and_its_link_keeps_the_query() -> None:
+    seed_catalogue()
+
+    first = list_page(resource=EASTUS, code="the-function-key")
+
+    assert len(first["value"]) == 100
+    query = dict(parse_qsl(urlsplit(first["nextLink"]).query))
+    assert set(query) == {"resource", "continuationToken"}  # never the function key
+    assert query["resource"] == EASTUS
+    second = list_page(**query)
+    assert keys(second["value"])[0] > keys(first["value"])[-1]
+    assert len(list_page(top="1000")["value"]) == 1000
+    assert len(list_page(top="1")["value"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "count"),
+    [
+        ({"type": "batch", "status": "active", "top": "70"}, 150 + 125),
+        ({"resource": SWEDEN, "type": "chat_completion", "top": "100"}, 250),
+        ({"resource": EASTUS, "status": "not_runnable", "top": "33"}, 300),
+        ({"status": "retired", "top": "5"}, 0),
+    ],
+)
+def test_filters_are_applied_across_pages(params: dict[str, str], count: int) -> None:
+    seeded = seed_catalogue()
+    top = int(params["top"])
+
+    pages = every_page(**params)
+
+    listed = keys([job for page in pages for job in page["value"]])
+    expected = [
+        (job.resource, job.external_id)
+        for job in seeded
+        if params.get("resource", job.resource) == job.resource
+        and params.get("type", job.job_type) == job.job_type
+        and params.get("status", job.status) == job.status
+    ]
+    assert len(expected) == count
+    assert listed == sorted(expected)
+    assert all(len(page["value"]) == top for page in pages[:-1])
+    assert len(pages) == max(1, -(-count // top))
+
+
+def token(data: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    "continuation",
+    [
+        "not a token!",
+        base64.urlsafe_b64encode(b"not json").decode(),
+        token(["aoai-devstack-eastus", "gpt-4o"]),
+        token({"PartitionKey": 7, "RowKey": "gpt-4o"}),
+        token({"PartitionKey": "aoai-devstack-eastus"}),
+        token({"PartitionKey": "aoai-devstack-eastus", "RowKey": "gpt-4o", "top": 5}),
+    ],
+)
+def test_malformed_continuation_token_is_400_naming_it(continuation: str) -> None:
+    body = assert_problem(
+        call_http("list_jobs", "GET", "jobs", params={"continuationToken": continuation}), 400, "continuationToken"
+    )
+    assert body["code"] == "validation-failed"
+
+
+@pytest.mark.parametrize("top", ["0", "1001", "-1", "ten", "1.5", "", "+5", "²"])
+def test_top_out_of_range_is_400_naming_it(top: str) -> None:
+    assert_problem(call_http("list_jobs", "GET", "jobs", params={"top": top}), 400, "top")
 
 
 def test_list_with_unknown_filter_values_is_400_naming_them() -> None:

@@ -7,13 +7,15 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from jsonschema import Draft202012Validator
+from openapi_schema_validator import validate as validate_instance
 from openapi_spec_validator import validate
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from tests.functions import functions_by_name
+from tests.functions import call_http, functions_by_name, json_of
 
 SPEC = yaml.safe_load((Path(__file__).resolve().parent.parent / "openapi.yaml").read_text())
 
@@ -150,3 +152,27 @@ def test_run_replies_are_exactly_what_the_spec_documents() -> None:
     for view in views:
         assert list(validator.iter_errors(view)) == [], view
     assert list(validator.iter_errors(views[0] | {"undocumented": 1}))  # the schema is closed
+
+
+def documented(schema: str) -> dict[str, object]:
+    """A schema of the spec's components, with the components beside it for its $refs."""
+    return {"$ref": f"#/components/schemas/{schema}", "components": SPEC["components"]}
+
+
+@pytest.mark.usefixtures("app_settings")
+def test_list_jobs_replies_and_parameters_are_the_documented_ones() -> None:
+    operation = SPEC["paths"]["/jobs"]["get"]
+    names = {
+        SPEC["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]["name"] if "$ref" in p else p["name"]
+        for p in operation["parameters"]
+    }
+    assert names == {"resource", "type", "status", "top", "continuationToken"}
+    call_http("import_jobs", "POST", "jobs/import")
+
+    first = json_of(call_http("list_jobs", "GET", "jobs", params={"top": "5"}))
+    refused = call_http("list_jobs", "GET", "jobs", params={"top": "0"})
+
+    assert "nextLink" in first
+    validate_instance(first, documented("JobPage"))
+    assert refused.status_code == 400
+    validate_instance(json_of(refused), documented("Problem"))
