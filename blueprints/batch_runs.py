@@ -23,6 +23,7 @@ ACTIVITIES = {
     "Submit": "submit_batch",
     "Check": "check_batch",
     "CancelBatch": "cancel_batch",
+    "IndexRun": "index_run",
 }
 
 
@@ -35,6 +36,7 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         CancelArrived,
         ContinueAsNew,
         Finish,
+        IndexRun,
         Seen,
         TimerFired,
         Wait,
@@ -48,7 +50,8 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
     seen: Seen = Began()
     while True:
         run, step = decide(run, seen, context.current_utc_datetime)
-        context.set_custom_status(run.resource_view())
+        if not isinstance(step, IndexRun):  # what the portal shows, the run index already knows
+            context.set_custom_status(run.resource_view())
         if isinstance(step, Finish):
             return run.resource_view()
         if isinstance(step, ContinueAsNew):
@@ -122,3 +125,15 @@ def cancel_batch(step: dict[str, Any]) -> dict[str, Any]:
 
     request: CancelBatch = CancelBatch.from_dict(step)
     return seen_to_dict(cancel(request, services.openai_client(request.resource)))
+
+
+@bp.activity_trigger(input_name="step")
+def index_run(step: dict[str, Any]) -> dict[str, Any]:
+    """Writes the run's row in the run index (batch and chat runs alike)."""
+    from shared import services
+    from shared.batch_run import Indexed, IndexRun, seen_to_dict
+    from shared.runs import parse_iso
+
+    request: IndexRun = IndexRun.from_dict(step)
+    services.run_index().record(request.view, parse_iso(request.at))
+    return seen_to_dict(Indexed(status=str(request.view["status"])))

@@ -16,6 +16,7 @@ CHAT_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_num
 
 @bp.orchestration_trigger(context_name="context")
 def chat_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    from shared.batch_run import IndexRun
     from shared.chat import UNANSWERED, ChatRun, custom_status_of
     from shared.runs import Failure, RunStatus, iso
 
@@ -34,6 +35,11 @@ def chat_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dic
         view = run.resource_view(RunStatus.FAILED, failure=failure, started_at=started, ended_at=ended)
     else:
         view = run.resource_view(RunStatus.SUCCESS, outputs=result, started_at=started, ended_at=ended)
+    try:  # the run index learns how the run ended first (it is only a view: a failure leaves the run as it is)
+        yield context.call_activity("index_run", IndexRun(run.run_id, ended, custom_status_of(view)).to_dict())
+    except Exception as error:
+        if not context.is_replaying:
+            logger.warning("chat run %s: the run index was not updated: %s", run.run_id, error)
     context.set_custom_status(custom_status_of(view))
     return view
 

@@ -70,8 +70,8 @@ def list_jobs(req: func.HttpRequest) -> func.HttpResponse:
     """One page of the jobs in the catalogue, filtered by `resource`, `type` and `status`, by resource then external
     id; `nextLink` (absent on the last page) carries on where the page ends."""
     from shared import services
-    from shared.catalog import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_continuation_token
     from shared.jobs import JobStatus, JobType, check_resource_name
+    from shared.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, decode_continuation_token
 
     check_resource_name(req.params.get("resource"))
     errors = []

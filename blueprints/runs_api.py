@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from blueprints.http import api_base, json_body, json_response, problems_as_responses
-from shared.problems import FieldError, Problem, validation_problem
+from blueprints.http import api_base, json_body, json_response, next_link, problems_as_responses
+from shared.problems import Problem
 
 if TYPE_CHECKING:
     from shared.runs import RunId
 
 bp = df.Blueprint()
+logger = logging.getLogger(__name__)
 
 ORCHESTRATORS = {"batch": "batch_run", "chat_completion": "chat_run"}
+TASK_HUB_PAGE = 100  # instances per page when rebuilding the run index
 
 
 @bp.route(route="jobs/{externalId}/runs", methods=["POST"])
@@ -39,8 +43,20 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     run_id = RunId.parse(run.run_id)
     started = await _start(client, ORCHESTRATORS[run_id.job_type.value], run_id, run.to_dict(), idempotent=bool(key))
     view = started or _starting_view(run)
+    if not started:
+        _index(view)
     view |= _links(req, run_id)
     return json_response(view, status=200 if started else 202, headers={"Location": view["statusUrl"]})
+
+
+def _index(view: dict[str, Any]) -> None:
+    """Lists the run at once (the orchestration writes its row too, so a failure here only delays the listing)."""
+    from shared import services
+
+    try:
+        services.run_index().add(view)
+    except Exception:
+        logger.warning("run %s is not in the run index yet", view["id"], exc_info=True)
 
 
 def _starting_view(run: Any) -> dict[str, Any]:
@@ -113,39 +129,71 @@ async def get_run(req: func.HttpRequest, client: df.DurableOrchestrationClient) 
 
 
 @bp.route(route="runs", methods=["GET"])
+@problems_as_responses
+def list_runs(req: func.HttpRequest) -> func.HttpResponse:
+    """One page of runs, newest first, from the run index: filtered by job, resource, status and request time on the
+    server, with `nextLink` (absent on the last page) to carry on."""
+    from shared import services
+    from shared.run_requests import list_query
+    from shared.runs import RunId
+
+    where, top, after = list_query(req.params)
+    page = services.run_index().page(where, top=top, after=after)
+    runs = [view | _links(req, RunId.parse(view["id"])) for view in page.runs]
+    body: dict[str, Any] = {"value": runs, "count": len(runs)}
+    if page.continuation_token:
+        body["nextLink"] = next_link(req, continuationToken=page.continuation_token)
+    return json_response(body)
+
+
+@bp.route(route="maintenance/rebuild-run-index", methods=["POST"], auth_level=func.AuthLevel.ADMIN)
 @bp.durable_client_input(client_name="client")
 @problems_as_responses
-async def list_runs(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Runs, newest first, filtered by `jobId` (and `resource`) and `status`."""
-    from shared.jobs import check_external_id, check_resource_name
-    from shared.runs import RunId, RunStatus, run_resource
+async def rebuild_run_index(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Writes every run's row in the run index again from the task hub (the source of truth), a page of instances
+    at a time. Needs the host's master key."""
+    from shared import services
+    from shared.runs import RunId, run_resource
 
-    job_id, status = req.params.get("jobId"), req.params.get("status")
-    resource = check_resource_name(req.params.get("resource"))
-    if status and status not in {s.value for s in RunStatus}:
-        raise validation_problem(
-            [FieldError("status", f"must be one of {', '.join(s.value for s in RunStatus)}")],
-            "Invalid query parameters.",
-        )
-    # A job's runs share an instance-id prefix, so the task hub filters them itself (the Durable client reads one
-    # page of at most 100 instances per query).
-    if job_id:
-        instances = await client.get_status_by(instance_id_prefix=RunId.prefix_of_job(check_external_id(job_id)))
-    else:
-        instances = await client.get_status_all()
-    views = []
-    for instance in instances:
+    index = services.run_index()
+    rebuilt = 0
+    async for instance in _task_hub_instances(client):
         try:
-            run_id = RunId.parse(str(instance.instance_id))
+            run_id = RunId.parse(str(instance.get("instanceId")))
         except Problem:
             continue  # not a run: another orchestration in the task hub
-        runtime = str(getattr(instance.runtime_status, "value", instance.runtime_status))
-        view = run_resource(run_id, runtime, instance.custom_status, instance.output, instance.input_)
-        if (status and view.get("status") != status) or (resource and view.get("resource") not in (None, resource)):
-            continue
-        views.append(view)
-    views.sort(key=lambda v: v.get("requestedAt") or "", reverse=True)
-    return json_response({"value": views, "count": len(views)})
+        view = run_resource(
+            run_id,
+            str(instance.get("runtimeStatus")),
+            instance.get("customStatus"),
+            instance.get("output"),
+            instance.get("input"),
+        )
+        if view.get("requestedAt"):
+            index.replace(view)
+            rebuilt += 1
+    return json_response({"rebuilt": rebuilt})
+
+
+async def _task_hub_instances(client: df.DurableOrchestrationClient) -> AsyncIterator[dict[str, Any]]:
+    """Every instance of the task hub, through the Durable Functions HTTP API's list with its continuation token
+    (the Python client reads only one page)."""
+    import aiohttp
+
+    status_url = client.create_http_management_payload("x")["statusQueryGetUri"]
+    base, query = status_url.split("?", 1)
+    list_url = f"{base.rsplit('/', 1)[0]}?{query}&top={TASK_HUB_PAGE}&showInput=true"
+    token = None
+    async with aiohttp.ClientSession() as session:
+        while True:
+            headers: dict[str, str] = {"x-ms-continuation-token": token} if token else {}
+            async with session.get(list_url, headers=headers) as response:
+                response.raise_for_status()
+                for instance in await response.json():
+                    yield instance
+                token = response.headers.get("x-ms-continuation-token")
+            if not token:
+                return
 
 
 @bp.route(route="runs/{runId}/cancel", methods=["POST"])

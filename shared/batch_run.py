@@ -247,7 +247,8 @@ class BatchRun:
     failure: Failure | None = None
     next_check_at: str | None = None
     episode_events: int = EPISODE_START_EVENTS  # history events of this episode so far (see MAX_EPISODE_EVENTS)
-    resume: dict[str, Any] | None = None  # the step a continue-as-new put off: the next episode begins with it
+    resume: dict[str, Any] | None = None  # the step put off by an index write or a continue-as-new, taken next
+    indexed_status: str | None = None  # the status the run index last learned
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchRun:
@@ -371,6 +372,14 @@ class TimerFired(Seen):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Indexed(Seen):
+    """The run index holds the run at this status (or the write failed: the index is only a view, and the
+    rebuild route repairs it)."""
+
+    status: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CancelArrived(Seen):
     """A cancel request arrived while the run waited on a timer."""
 
@@ -385,7 +394,7 @@ class ActivityFailed(Seen):
 
 
 SEEN: dict[str, type[Seen]] = {
-    kind.__name__: kind for kind in (InputResolved, SubmitAnswered, BatchChecked, CancelAnswered)
+    kind.__name__: kind for kind in (InputResolved, SubmitAnswered, BatchChecked, CancelAnswered, Indexed)
 }
 
 
@@ -472,6 +481,15 @@ class Wait(Step):
 
 
 @dataclass(frozen=True)
+class IndexRun(Step):
+    """Write the run's row in the run index: its status changed."""
+
+    run_id: str
+    at: str  # the orchestration's clock: a row never goes back to an older state
+    view: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class ContinueAsNew(Step):
     pass
 
@@ -482,7 +500,7 @@ class Finish(Step):
 
 
 STEPS: dict[str, type[Step]] = {
-    kind.__name__: kind for kind in (ResolveInput, Submit, Check, CancelBatch, Wait, ContinueAsNew, Finish)
+    kind.__name__: kind for kind in (ResolveInput, Submit, Check, CancelBatch, IndexRun, Wait, ContinueAsNew, Finish)
 }
 
 
@@ -510,27 +528,37 @@ def decide(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
     """The run's next state and step, given what was just seen at `now` (the orchestration's clock)."""
     if seen.cancel_requested and not run.cancel_requested:
         run = replace(run, cancel_requested=True)
+    if isinstance(seen, ActivityFailed) and seen.step is IndexRun:  # the index is only a view: carry on
+        seen = Indexed(status=run.status.value, cancel_requested=seen.cancel_requested)
     if isinstance(seen, Began):
         run = replace(run, episode_events=EPISODE_START_EVENTS)
-        if run.resume is not None:
-            step = step_from_dict(run.resume)
-            run = replace(run, resume=None, episode_events=run.episode_events + _cost(step))
-            return (replace(run, next_check_at=step.until), step) if isinstance(step, Wait) else (run, step)
     else:
         run = replace(run, episode_events=run.episode_events + _events_of(seen))
     if run.deadline is None:  # the run's clock is the orchestration's, as the timers' are
         run = replace(run, deadline=iso(deadline_for(now, run.completion_window)))
-    run = replace(run, next_check_at=None)
-    run, step = _next(run, seen, now)
+    if isinstance(seen, Began | Indexed) and run.resume is not None:  # the step put off comes first
+        put_off = run.resume
+        run, step = replace(run, resume=None), step_from_dict(put_off)
+        if isinstance(seen, Indexed):
+            run = replace(run, indexed_status=seen.status)
+    else:
+        run, step = _next(replace(run, next_check_at=None), seen, now)
     if isinstance(step, Finish):
-        return replace(run, phase=Phase.DONE, next_check_at=None), step
-    if run.episode_events + _cost(step) + EVENT_RESERVE + CONTINUE_EVENTS > MAX_EPISODE_EVENTS:
-        # A fresh episode begins with the step put off here.
-        return replace(run, resume=step_to_dict(step)), ContinueAsNew()
-    run = replace(run, episode_events=run.episode_events + _cost(step))
-    if isinstance(step, Wait):
+        run = replace(run, phase=Phase.DONE, next_check_at=None)
+    elif isinstance(step, Wait):
         run = replace(run, next_check_at=step.until)
-    return run, step
+    if run.indexed_status != run.status.value:  # the run index learns of every change of status first
+        run = replace(run, resume=step_to_dict(step))
+        step = IndexRun(run.run_id, iso(now), run.resource_view())
+    if not isinstance(step, Finish) and _over_budget(run, step):
+        # A fresh episode begins with the step put off here (an index write is decided again there).
+        resume = run.resume if isinstance(step, IndexRun) else step_to_dict(step)
+        return replace(run, resume=resume), ContinueAsNew()
+    return replace(run, episode_events=run.episode_events + _cost(step)), step
+
+
+def _over_budget(run: BatchRun, step: Step) -> bool:
+    return run.episode_events + _cost(step) + EVENT_RESERVE + CONTINUE_EVENTS > MAX_EPISODE_EVENTS
 
 
 def _events_of(seen: Seen) -> int:
@@ -571,6 +599,7 @@ def _next(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
             return run, run.check_step()
         case ActivityFailed(step=failed):
             return _after_failure(run, failed, now)
+
     raise ValueError(f"unknown observation {seen!r}")
 
 

@@ -6,7 +6,6 @@ re-import; a per-resource lease in a second table keeps two imports of one resou
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import uuid
@@ -14,13 +13,14 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableErrorCode, TableServiceClient, TableTransactionError, UpdateMode
 
 from shared.jobs import ImportedJob, Job, JobStatus, JobType, check_resource_name
+from shared.paging import DEFAULT_PAGE_SIZE, TablePosition, query_page
 from shared.problems import Problem
 from shared.settings import Settings
 
@@ -28,8 +28,6 @@ TRANSACTION_LIMIT = 100  # Table Storage accepts at most 100 operations per enti
 # Transactions in flight at once during an import: enough to keep the storage service busy while this process builds
 # the next request (building and parsing them costs about as much CPU here as Table Storage spends on them).
 WRITE_CONCURRENCY = 4
-DEFAULT_PAGE_SIZE = 100  # jobs per page of a listing when the client does not say
-MAX_PAGE_SIZE = 1000  # Table Storage returns at most 1,000 entities per query page
 IMPORT_LEASE = timedelta(minutes=15)  # longer than host.json's functionTimeout: an import cannot outlive it
 _MERGE = {"mode": UpdateMode.MERGE}  # imports write only the columns they own; attributes stay as users set them
 _SET_ON_CREATE = frozenset({"Attributes", "ImportedAt"})  # columns an import writes only into a row it creates
@@ -55,39 +53,12 @@ class ImportCounts:
         return self
 
 
-# A position in the jobs table, as Table Storage's continuation headers give it: NextPartitionKey, NextRowKey.
-TablePosition = dict[str, str | None]
-
-
 @dataclass(frozen=True)
 class JobPage:
     """One page of a job listing: the jobs, and the token of the next page (None on the last page)."""
 
     jobs: list[Job]
     continuation_token: str | None
-
-
-def encode_continuation_token(position: TablePosition) -> str:
-    """The position as a token the client passes back as it is: base64url of JSON, so that what is inside (Table
-    Storage's keys, possibly with any character) never needs escaping and the client has nothing to interpret."""
-    data = {"PartitionKey": position.get("PartitionKey"), "RowKey": position.get("RowKey")}
-    return base64.urlsafe_b64encode(json.dumps(data, separators=(",", ":")).encode()).decode().rstrip("=")
-
-
-def decode_continuation_token(token: str) -> TablePosition:
-    """The position a token from encode_continuation_token names; ValueError for anything else."""
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
-        raise ValueError("not base64url-encoded JSON") from exc
-    if (
-        not isinstance(data, dict)
-        or set(data) != {"PartitionKey", "RowKey"}
-        or not isinstance(data["PartitionKey"], str)
-        or not isinstance(data["RowKey"], str | None)
-    ):
-        raise ValueError("not a position in the job catalogue")
-    return {"PartitionKey": data["PartitionKey"], "RowKey": data["RowKey"]}
 
 
 class ImportInProgress(Exception):
@@ -159,20 +130,10 @@ class Catalog:
         with a continuation (at partition boundaries, or when a query runs 5 seconds), so only a page without a
         continuation token is the last; the token is the service's own, so the next page starts exactly there.
         """
-        if not 1 <= top <= MAX_PAGE_SIZE:
-            raise ValueError(f"top must be from 1 to {MAX_PAGE_SIZE}, not {top}")
         self.ensure_tables()
         query_filter, parameters = _job_filter(resource, job_type, status)
-        entities = (
-            self.jobs.query_entities(query_filter, parameters=parameters, results_per_page=top)
-            if query_filter
-            else self.jobs.list_entities(results_per_page=top)
-        )
-        # typed as taking and having a str, the tables SDK's token is a dict of the two continuation headers
-        pages: Any = entities.by_page(continuation_token=cast(Any, after))
-        jobs = [_job(entity) for entity in next(pages, ())]
-        position: TablePosition | None = pages.continuation_token or None
-        return JobPage(jobs, encode_continuation_token(position) if position else None)
+        page = query_page(self.jobs, query_filter, parameters, top=top, after=after)
+        return JobPage([_job(entity) for entity in page.entities], page.continuation_token)
 
     def get_job(self, resource: str, external_id: str) -> Job | None:
         self.ensure_tables()

@@ -5,15 +5,18 @@ Every refusal is a Problem raised before any orchestration starts, so a refused 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from shared.batch_run import RESERVED_METADATA, BatchRun
 from shared.chat import ChatRun
-from shared.jobs import BATCH_SKUS, Job, JobStatus, JobType, merge_attributes
+from shared.jobs import BATCH_SKUS, DEPLOYMENT_NAME, Job, JobStatus, JobType, deployment_of, merge_attributes
+from shared.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TablePosition, decode_continuation_token
 from shared.problems import FieldError, Problem, validation_problem
-from shared.runs import RunId, iso
-from shared.settings import OpenAIResource
+from shared.run_index import RunFilter
+from shared.runs import RunId, RunStatus, iso
+from shared.settings import RESOURCE_NAME, OpenAIResource
 
 BATCH_FIELDS = ("inputFileId", "inputFileSecret", "endpoint", "completionWindow", "metadata")
 CHAT_FIELDS = ("user_prompt", "system_prompt")
@@ -196,3 +199,49 @@ def _configured(job: Job, resource: OpenAIResource | None) -> OpenAIResource:
             f"The job's resource '{job.resource}' is no longer in AZURE_OPENAI_RESOURCES.",
         )
     return resource
+
+
+def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition | None]:
+    """A run listing's query: `jobId`, `resource`, `status`, `requestedFrom` / `requestedTo` (ISO 8601 times with a
+    zone), `top` and `continuationToken`, or a 400 naming every bad parameter."""
+    errors: list[FieldError] = []
+    job_id, status = params.get("jobId"), params.get("status")
+    if job_id and not DEPLOYMENT_NAME.match(deployment_of(job_id)):
+        errors.append(FieldError("jobId", "is not a job id (a deployment name, with '::batch' for a Batch Job)"))
+    if status and status not in {s.value for s in RunStatus}:
+        errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in RunStatus)}"))
+    resource = params.get("resource")
+    if resource and not RESOURCE_NAME.match(resource):
+        errors.append(FieldError("resource", "is not a valid resource name (2-64 letters, digits and '-')"))
+    times: dict[str, datetime | None] = {}
+    for name in ("requestedFrom", "requestedTo"):
+        times[name] = None
+        if text := params.get(name):
+            try:
+                moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                moment = None
+            if moment is None or moment.tzinfo is None:
+                errors.append(
+                    FieldError(name, "must be an ISO 8601 date and time with a zone, e.g. 2026-11-29T00:00:00Z")
+                )
+            else:
+                times[name] = moment
+    top = _whole_number(params.get("top", str(DEFAULT_PAGE_SIZE)))
+    if top is None or not 1 <= top <= MAX_PAGE_SIZE:
+        errors.append(FieldError("top", f"must be a whole number from 1 to {MAX_PAGE_SIZE}"))
+    after = None
+    if token := params.get("continuationToken"):
+        try:
+            after = decode_continuation_token(token)
+        except ValueError:
+            errors.append(FieldError("continuationToken", "is not a token from a nextLink of this API; pass it as is"))
+    if errors:
+        raise validation_problem(errors, "Invalid query parameters.")
+    assert top is not None
+    where = RunFilter(job_id or None, resource or None, status or None, times["requestedFrom"], times["requestedTo"])
+    return where, top, after
+
+
+def _whole_number(text: str) -> int | None:
+    return int(text) if text.isdigit() and len(text) < 10 else None

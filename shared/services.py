@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.arm import ArmClient
 from shared.azure_openai import AzureOpenAIClient
@@ -11,6 +11,9 @@ from shared.catalog import Catalog
 from shared.secrets import SecretReader
 from shared.settings import SettingsError, get_settings
 from shared.submit_ledger import SubmitLedger
+
+if TYPE_CHECKING:
+    from shared.run_index import RunIndex
 
 
 @cache
@@ -38,6 +41,15 @@ def submit_ledger() -> SubmitLedger:
 
     settings = get_settings()
     return SubmitLedger(table_service(settings), f"{settings.catalog_table}submits")
+
+
+@cache
+def run_index() -> RunIndex:
+    from shared.catalog import table_service
+    from shared.run_index import RunIndex
+
+    settings = get_settings()
+    return RunIndex(table_service(settings), f"{settings.catalog_table}runs")
 
 
 @cache
@@ -77,6 +89,6 @@ def openai_client(resource_name: str) -> AzureOpenAIClient:
 
 def reset() -> None:
     """Forgets every client and the settings (tests change app settings between cases)."""
-    for cached in (credential, arm_client, catalog, submit_ledger, secret_reader, get_settings):
+    for cached in (credential, arm_client, catalog, submit_ledger, run_index, secret_reader, get_settings):
         cached.cache_clear()
     _openai_clients.clear()

@@ -37,6 +37,8 @@ from shared.batch_run import (
     Check,
     ContinueAsNew,
     Finish,
+    Indexed,
+    IndexRun,
     InputResolved,
     Phase,
     ResolveInput,
@@ -70,6 +72,7 @@ RUN = BatchRun(
     monitor_url="https://portal.azure.com/#@t/resource/x/overview",
     input_file_id="file-abc123",
     deadline=iso(DEADLINE),
+    indexed_status="Starting",
 )
 
 
@@ -81,7 +84,7 @@ def batch(status: str = "in_progress", **fields: Any) -> BatchSnapshot:
 
 
 QUOTA_FAILED = batch("failed", failed_at=CREATED + 60, errors=(Failure.of("token_limit_exceeded", "Quota."),))
-POLLING = replace(RUN, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch())
+POLLING = replace(RUN, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch(), indexed_status="Running")
 SECRET = replace(RUN, input_file_id=None, input_file_secret="batch-input")
 
 
@@ -89,8 +92,14 @@ def after(seconds: float) -> str:
     return iso(NOW + timedelta(seconds=seconds))
 
 
-def step_of(run: BatchRun, seen: Seen, now: datetime = NOW) -> tuple[BatchRun, Step]:
-    return decide(run, seen, now)
+def decided(run: BatchRun, seen: Seen, now: datetime = NOW) -> tuple[BatchRun, Step]:
+    """The decision, past the index write that comes first whenever the run's status changed."""
+    run, step = decide(run, seen, now)
+    if isinstance(step, IndexRun):
+        assert step.view == run.resource_view()
+        assert step.at == iso(now)
+        run, step = decide(run, Indexed(status=step.view["status"]), now)
+    return run, step
 
 
 # The table: (name, run, seen, now, expected step, expected run fields) -------------------------------------------
@@ -515,11 +524,19 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
     ),
     (
         "history at its limit: finishing needs no room",
-        replace(POLLING, episode_events=MAX_EPISODE_EVENTS),
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS, status=RunStatus.SUCCESS, indexed_status="Success"),
         BatchChecked(batch=batch("completed", completed_at=CREATED + 9)),
         NOW,
         Finish(),
         {"status": RunStatus.SUCCESS},
+    ),
+    (
+        "history at its limit, the end not yet indexed: continue as new, then index, then finish",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS),
+        BatchChecked(batch=batch("completed", completed_at=CREATED + 9)),
+        NOW,
+        ContinueAsNew(),
+        {"status": RunStatus.SUCCESS, "resume": step_to_dict(Finish()), "indexed_status": "Running"},
     ),
 ]
 
@@ -528,28 +545,28 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
     ("run", "seen", "now", "expected", "fields"), [row[1:] for row in TABLE], ids=[row[0] for row in TABLE]
 )
 def test_decision_table(run: BatchRun, seen: Seen, now: datetime, expected: Any, fields: dict[str, Any]) -> None:
-    decided, step = decide(run, seen, now)
+    after_it, step = decided(run, seen, now)
 
     if isinstance(expected, type):
         assert type(step) is expected
     else:
         assert step == expected
     for name, value in fields.items():
-        assert getattr(decided, name) == value, name
+        assert getattr(after_it, name) == value, name
 
 
 # Exact rules the table does not spell out ---------------------------------------------------------------------------
 
 
 def test_a_new_run_takes_its_deadline_from_the_orchestration_clock() -> None:
-    decided, _ = decide(replace(RUN, deadline=None), Began(), NOW)
+    run, _ = decided(replace(RUN, deadline=None), Began(), NOW)
 
-    assert decided.deadline == iso(NOW + timedelta(hours=25))
+    assert run.deadline == iso(NOW + timedelta(hours=25))
 
 
 def test_submit_steps_carry_the_identity_and_stop_creating_once_the_run_ends() -> None:
-    _, first = decide(replace(RUN, attempt=3, metadata={"team": "x"}), Began(), NOW)
-    _, last_look = decide(replace(RUN, phase=Phase.SUBMITTING, submit_failures=1), CancelArrived(), NOW)
+    _, first = decided(replace(RUN, attempt=3, metadata={"team": "x"}), Began(), NOW)
+    _, last_look = decided(replace(RUN, phase=Phase.SUBMITTING, submit_failures=1), CancelArrived(), NOW)
 
     assert isinstance(first, Submit)
     assert isinstance(last_look, Submit)
@@ -560,7 +577,7 @@ def test_submit_steps_carry_the_identity_and_stop_creating_once_the_run_ends() -
 
 def test_failure_messages_name_the_cause_and_never_internals() -> None:
     cases = [
-        decide(replace(SECRET, resolve_failures=MAX_RESOLVE_FAILURES - 1), ActivityFailed(step=ResolveInput), NOW),
+        decided(replace(SECRET, resolve_failures=MAX_RESOLVE_FAILURES - 1), ActivityFailed(step=ResolveInput), NOW),
         decide(
             replace(RUN, phase=Phase.SUBMITTING, submit_failures=MAX_SUBMIT_FAILURES - 1),
             ActivityFailed(step=Submit),
@@ -587,12 +604,12 @@ def test_failure_messages_from_azure_are_one_bounded_line() -> None:
     long_error = Failure.of("invalid_request", "x" * 5000 + "\nTraceback (most recent call last):")
     failed = batch("failed", failed_at=CREATED, errors=(long_error,))
 
-    decided, _ = decide(POLLING, BatchChecked(batch=failed), NOW)
+    run, _ = decided(POLLING, BatchChecked(batch=failed), NOW)
 
-    assert decided.failure is not None
-    assert len(decided.failure.message) == 1000
-    assert "Traceback" not in decided.failure.message
-    assert decided.failure.hint is not None  # invalid_request has one
+    assert run.failure is not None
+    assert len(run.failure.message) == 1000
+    assert "Traceback" not in run.failure.message
+    assert run.failure.hint is not None  # invalid_request has one
 
 
 def test_progress_counts_failed_requests_as_done() -> None:
@@ -677,6 +694,10 @@ def states(phase: Phase) -> list[BatchRun]:
     return variants
 
 
+def decided_past_index(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
+    return decided(run, seen, now)
+
+
 SWEEP = [
     (phase, run, seen, now)
     for phase, seen_list in FOLLOWS.items()
@@ -688,18 +709,24 @@ SWEEP = [
 
 @pytest.mark.parametrize(("phase", "run", "seen", "now"), SWEEP)
 def test_every_decision_keeps_the_invariants(phase: Phase, run: BatchRun, seen: Seen, now: datetime) -> None:
-    decided, step = decide(run, seen, now)
+    first, first_step = decide(run, seen, now)
+    if isinstance(first_step, IndexRun):  # the index write comes first, then the step it put off
+        assert first.indexed_status != first.status.value
+        assert first.resume is not None
+    decided, step = decided_past_index(run, seen, now)
 
     ending = decided.cancel_requested or now >= datetime.fromisoformat(str(decided.deadline).replace("Z", "+00:00"))
     if isinstance(step, Submit) and ending:
         assert step.lookup_only, "a run that is ending never creates a batch"
     if isinstance(step, Submit):
         assert step.lookup_only or decided.batch is None
-    if isinstance(step, Finish):
+    finishing = isinstance(step, Finish) or decided.resume == step_to_dict(Finish())  # now, or after continuing
+    if finishing:
         assert decided.phase is Phase.DONE
         assert decided.status.is_terminal
         assert (decided.status is RunStatus.FAILED) == (decided.failure is not None), "a failed run says why"
         assert decided.next_check_at is None
+        assert isinstance(step, Finish | ContinueAsNew)
         if decided.status is RunStatus.CANCELLED:
             assert decided.cancel_requested or (decided.batch and decided.batch.status == "cancelled")
     else:

@@ -28,6 +28,13 @@ def started() -> Replay:
     return replay
 
 
+def indexed(replay: Replay) -> dict[str, Any]:
+    """Answers the run index's write that ends the run; returns what it was asked to write."""
+    view: dict[str, Any] = replay.activity("index_run").input["view"]
+    replay.complete("index_run", {"seen": "Indexed", "status": view["status"], "cancel_requested": False})
+    return view
+
+
 def test_chat_run_calls_one_activity_with_the_run() -> None:
     replay = started()
 
@@ -40,8 +47,10 @@ def test_chat_run_calls_one_activity_with_the_run() -> None:
 def test_chat_run_succeeds_with_outputs_and_sync_run_id() -> None:
     replay = started()
     replay.complete("complete_chat", OUTPUTS)
+    written = indexed(replay)
 
     assert replay.done
+    assert (written["status"], written["outputs"]["response"]) == ("Success", None)  # the index keeps it short
     run: dict[str, Any] = replay.output
     assert (run["status"], run["runId"], run["outputs"]) == ("Success", "gpt-4o#sync#Success", OUTPUTS)
     assert run["startedAt"] == "2026-11-26T09:00:00Z"  # the orchestration's clock, at start and at the end
@@ -52,6 +61,7 @@ def test_chat_run_succeeds_with_outputs_and_sync_run_id() -> None:
 def test_chat_refusal_fails_with_sync_failed_run_id() -> None:
     replay = started()
     replay.complete("complete_chat", {"failure": Failure.of("DeploymentNotFound", "gone").to_dict()})
+    indexed(replay)
 
     assert (replay.output["status"], replay.output["runId"]) == ("Failed", "gpt-4o#sync#Failed")
     assert replay.output["failure"]["code"] == "DeploymentNotFound"
@@ -64,6 +74,7 @@ def test_chat_transient_failures_are_retried_then_fail() -> None:
         replay.fire_timer()
         if attempt < 3:
             assert replay.activity("complete_chat").attempts == attempt + 2
+    replay.fail("index_run", "Azure Table Storage 503")  # the index is only a view: the run still ends
 
     assert replay.done
     assert replay.output["status"] == "Failed"

@@ -121,11 +121,21 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
         assert bool(pattern.match(text)) == accepted, text
 
 
-def run_schema_validator() -> Draft202012Validator:
+def schema_validator(pointer: str) -> Draft202012Validator:
+    """A validator for the schema at `pointer` in openapi.yaml (a JSON pointer), its $refs resolved in the spec."""
     registry: Registry[Any] = Registry().with_resource(
         "urn:openapi", Resource.from_contents(SPEC, default_specification=DRAFT202012)
     )
-    return Draft202012Validator({"$ref": "urn:openapi#/components/schemas/Run"}, registry=registry)
+    return Draft202012Validator({"$ref": f"urn:openapi#{pointer}"}, registry=registry)
+
+
+def run_schema_validator() -> Draft202012Validator:
+    return schema_validator("/components/schemas/Run")
+
+
+def reply_validator(path: str, method: str, status: str = "200") -> Draft202012Validator:
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    return schema_validator(f"/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema")
 
 
 def test_run_replies_are_exactly_what_the_spec_documents() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import requests
 
 from tests.e2e.conftest import App
+from tests.host.conftest import MASTER_KEY
 
 
 def test_chat_run_returns_outputs(app: App) -> None:
@@ -51,3 +54,34 @@ def test_runs_list_filters_by_job_and_status(app: App) -> None:
 
     assert started["id"] in [run["id"] for run in listed["value"]]
     assert all(run["jobId"] == "gpt-4o" and run["status"] == "Success" for run in listed["value"])
+
+
+def test_the_run_index_lists_every_run_and_a_rebuild_restores_it_from_the_task_hub(app: App) -> None:
+    from azure.data.tables import TableServiceClient
+
+    started = [app.start("gpt-4o", {"user_prompt": f"prime {n}"}) for n in range(3)]
+    for run in started:
+        app.wait(run["id"])
+    ids = {run["id"] for run in started}
+
+    def listed() -> set[str]:
+        page = app.call("GET", "runs", params={"jobId": "gpt-4o", "status": "Success", "top": "1000"}).json()
+        assert "nextLink" not in page
+        return {run["id"] for run in page["value"]}
+
+    assert ids <= listed()  # a run that reads Success is listed as Success
+    settings = json.loads((app.host.state_dir / "local.settings.json").read_text())["Values"]
+    index = TableServiceClient.from_connection_string(settings["AzureWebJobsStorage"]).get_table_client(
+        f"{settings['CATALOG_TABLE']}runs"
+    )
+    for entity in list(index.list_entities()):
+        index.delete_entity(entity["PartitionKey"], entity["RowKey"])
+    assert not ids & listed()
+
+    refused = app.call("POST", "maintenance/rebuild-run-index")  # the function key is not enough
+    rebuilt = app.host.api("POST", "maintenance/rebuild-run-index", key=MASTER_KEY)
+
+    assert refused.status_code == 401
+    assert rebuilt.status_code == 200, rebuilt.text
+    assert rebuilt.json()["rebuilt"] >= 3
+    assert ids <= listed()
