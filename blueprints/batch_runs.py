@@ -23,6 +23,7 @@ ACTIVITIES = {
     "Submit": "submit_batch",
     "Check": "check_batch",
     "CancelBatch": "cancel_batch",
+    "CollectResults": "collect_results",
     "IndexRun": "index_run",
 }
 
@@ -137,3 +138,20 @@ def index_run(step: dict[str, Any]) -> dict[str, Any]:
     request: IndexRun = IndexRun.from_dict(step)
     services.run_index().record(request.view, parse_iso(request.at))
     return seen_to_dict(Indexed(status=str(request.view["status"])))
+
+
+@bp.activity_trigger(input_name="step")
+def collect_results(step: dict[str, Any]) -> dict[str, Any]:
+    """Stages the ended batch's results in the app's storage and sums what its requests used and cost."""
+    from shared import services
+    from shared.batch_run import CollectResults, ResultsCollected, seen_to_dict
+    from shared.results import collect, estimated_cost
+    from shared.settings import get_settings
+
+    request: CollectResults = CollectResults.from_dict(step)
+    collected = collect(request.run_id, request.file_ids, services.openai_client(request.resource), services.staging())
+    cost = estimated_cost(collected.usage, get_settings().prices, request.model, request.model_version)
+    answer = ResultsCollected(
+        succeeded=collected.succeeded, failed=collected.failed, usage=collected.usage.to_dict(), estimated_cost=cost
+    )
+    return seen_to_dict(answer)

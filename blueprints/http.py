@@ -39,16 +39,16 @@ MAX_JSON_BODY = 1024 * 1024  # bytes: a start request or a job's attributes, nev
 MAX_JSON_DEPTH = 32  # nesting levels: no request of this API needs more
 
 
-def json_body(req: func.HttpRequest) -> dict[str, Any]:
+def json_body(req: func.HttpRequest, max_bytes: int = MAX_JSON_BODY) -> dict[str, Any]:
     """The request body as a JSON object, or a 413 / 400 saying why it is not one."""
     raw = req.get_body() or b""
-    if len(raw) > MAX_JSON_BODY:
+    if len(raw) > max_bytes:
         raise Problem(
             413,
             "body-too-large",
             "The body is too large",
-            f"The request body has {len(raw):,} bytes; this operation takes at most {MAX_JSON_BODY:,}.",
-            [FieldError("body", f"must be at most {MAX_JSON_BODY:,} bytes")],
+            f"The request body has {len(raw):,} bytes; this operation takes at most {max_bytes:,}.",
+            [FieldError("body", f"must be at most {max_bytes:,} bytes")],
         )
     try:
         body = json.loads(raw or b"null")

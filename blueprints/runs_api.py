@@ -39,14 +39,29 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     job = services.catalog().find_job(external_id, req.params.get("resource"))
     body = json_body(req) if req.get_body() else {}
     key = req.headers.get("Idempotency-Key")
-    run = new_run(job, body, get_settings().resource(job.resource), key, datetime.now(UTC))
+    inputs = services.input_records() if "inputId" in body else None
+    run = new_run(job, body, get_settings().resource(job.resource), key, datetime.now(UTC), inputs)
     run_id = RunId.parse(run.run_id)
-    started = await _start(client, ORCHESTRATORS[run_id.job_type.value], run_id, run.to_dict(), idempotent=bool(key))
-    view = started or _starting_view(run)
-    if not started:
+    earlier = await _find(client, run_id) if key else None
+    if earlier is None:
+        _preflight(run)
+        earlier = await _start(client, ORCHESTRATORS[run_id.job_type.value], run_id, run.to_dict(), bool(key))
+    view = earlier or _starting_view(run)
+    if earlier is None:
         _index(view)
     view |= _links(req, run_id)
-    return json_response(view, status=200 if started else 202, headers={"Location": view["statusUrl"]})
+    return json_response(view, status=200 if earlier else 202, headers={"Location": view["statusUrl"]})
+
+
+def _preflight(run: Any) -> None:
+    """A batch run's input is checked on Azure before its orchestration starts (a refusal leaves nothing behind)."""
+    from shared import services
+    from shared.batch_run import BatchRun
+    from shared.run_requests import check_batch_input
+
+    if isinstance(run, BatchRun):
+        secrets = services.secret_reader() if run.input_file_secret else None
+        check_batch_input(run, services.openai_client(run.resource), secrets)
 
 
 def _index(view: dict[str, Any]) -> None:
@@ -74,10 +89,8 @@ async def _start(
     started_with: dict[str, Any],
     idempotent: bool,
 ) -> dict[str, Any] | None:
-    """Starts the orchestration. With an Idempotency-Key, returns instead the run an earlier request with the same
-    key already started (never a second run, never a restart of a finished one)."""
-    if idempotent and (existing := await _find(client, run_id)) is not None:
-        return existing
+    """Starts the orchestration. With an Idempotency-Key, returns instead the run a concurrent request with the
+    same key started first (never a second run, never a restart of a finished one)."""
     try:
         await client.start_new(orchestrator, str(run_id), started_with)
     except Exception:  # a concurrent twin started it first (the host answers 409)
@@ -117,7 +130,41 @@ def _links(req: func.HttpRequest, run_id: RunId) -> dict[str, str]:
     links = {"statusUrl": f"{base}/runs/{run_id}"}
     if run_id.job_type is JobType.BATCH:
         links["cancelUrl"] = f"{base}/runs/{run_id}/cancel"
+        links["resultsUrl"] = f"{base}/runs/{run_id}/results"
     return links
+
+
+@bp.route(route="runs/{runId}/results", methods=["GET"])
+@bp.durable_client_input(client_name="client")
+@problems_as_responses
+async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """A batch run's results, one JSON object per request (`application/x-ndjson`), a page at a time: `status=failed`
+    for the failed ones only, `format=raw` for Azure's lines untouched; a `Link: <…>; rel="next"` header while more
+    follow."""
+    import asyncio
+
+    from shared import services
+    from shared.results import encode_offset, page
+    from shared.run_requests import results_query
+
+    run_id, view = await _existing(client, req.route_params["runId"])
+    query = results_query(run_id, view, req.params)
+    staging = services.staging()
+    if await asyncio.to_thread(staging.size, query.staged) is None:
+        raise Problem(
+            404,
+            "no-results",
+            "No results",
+            f"The results of run '{run_id}' could not be read from Azure OpenAI when it ended (its output files may "
+            "have expired there).",
+        )
+    found = await asyncio.to_thread(page, staging, query.staged, query.offset, query.top)
+    headers = {"Cache-Control": "no-store"}
+    if found.next_offset is not None:
+        following = next_link(req, continuationToken=encode_offset(query.kind, found.next_offset))
+        headers["Link"] = f'<{following}>; rel="next"'
+    body = b"".join(line + b"\n" for line in found.lines)
+    return func.HttpResponse(body, status_code=200, mimetype="application/x-ndjson", headers=headers)
 
 
 @bp.route(route="runs/{runId}", methods=["GET"])

@@ -77,6 +77,12 @@ param catalogTable string = 'jobs'
 @description('NCRONTAB schedule of the deployment sync (DEPLOYMENT_SYNC_SCHEDULE).')
 param deploymentSyncSchedule string = '0 */30 * * * *'
 
+@description('Blob container for staged inputs and results (STAGING_CONTAINER) in the host storage account.')
+param stagingContainer string = 'aoaibatch-staging'
+
+@description('Price table (PRICES), JSON: {"currency", "batchDiscount", "models": {name: {input, cachedInput, output}}} per million tokens; empty for no cost estimates.')
+param prices string = ''
+
 @description('Turn on Key Vault purge protection. It cannot be turned off again and keeps a deleted vault\'s name reserved for 7 days, so `azd down --purge` followed by `azd up` needs a new environment name.')
 param keyVaultPurgeProtection bool = false
 
@@ -155,6 +161,10 @@ module storage 'br/public:avm/res/storage/storage-account:0.29.0' = {
       containers: [
         {
           name: deploymentStorageContainerName
+        }
+        {
+          // Staged inputs and results (STAGING_CONTAINER); the app's identity has Storage Blob Data Owner.
+          name: stagingContainer
         }
       ]
     }
@@ -254,6 +264,8 @@ module api 'app/api.bicep' = {
     openAiResources: openAiResources
     catalogTable: catalogTable
     deploymentSyncSchedule: deploymentSyncSchedule
+    stagingContainer: stagingContainer
+    prices: prices
     taskHubName: taskHubName
     durableBackend: durableBackend
     durableTaskSchedulerEndpoint: useDurableTaskScheduler ? durableTaskScheduler!.outputs.endpoint : ''

@@ -8,7 +8,8 @@ A chat completion is retried only when it was throttled (429: Azure did not run 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +23,7 @@ from shared.http import DEFAULT_TIMEOUT_SECONDS, MAX_RETRY_AFTER_SECONDS, AzureE
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
 THROTTLE_RETRIES = 4  # further attempts of a throttled (429) chat completion
 BATCH_PAGE_SIZE = 100  # the most Azure returns per page of the batch list
+CONTENT_CHUNK_BYTES = 1024 * 1024
 THROTTLE_BACKOFF = 0.5  # seconds before the first retry when Azure names no Retry-After; doubles each time
 
 
@@ -227,6 +229,29 @@ class AzureOpenAIClient:
     def get_file(self, file_id: str) -> File:
         return File.from_azure(self._call("GET", f"files/{_segment(file_id)}"))
 
+    def upload_file(self, filename: str, chunks: Iterable[bytes], size: int, purpose: str = "batch") -> File:
+        """POST /openai/files (multipart: `purpose`, `file`), the content streamed from `chunks` (`size` bytes in
+        all), so a file of any size is sent in bounded memory. One attempt, never retried: a lost reply leaves at
+        most an unused file behind, which costs nothing."""
+        boundary = uuid.uuid4().hex
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n{purpose}\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n"
+        ).encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        body = _StreamedBody([head], chunks, [tail], length=len(head) + size + len(tail))
+        reply = self._call(
+            "POST", "files", data=body, headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        )
+        return File.from_azure(reply)
+
+    def file_content(self, file_id: str) -> Iterator[bytes]:
+        """GET /openai/files/{id}/content, a chunk at a time (results files can be large)."""
+        response = self._send("GET", f"files/{_segment(file_id)}/content", stream=True)
+        with response:
+            yield from response.iter_content(CONTENT_CHUNK_BYTES)
+
     # Chat ----------------------------------------------------------------------------------------------------
     def chat_completion(self, deployment: str, body: dict[str, Any]) -> ChatCompletion:
         """POST …/chat/completions. A 429 means Azure did not run the request, so it is retried (at most
@@ -257,14 +282,19 @@ class AzureOpenAIClient:
         return {"Authorization": f"Bearer {token}"}
 
     def _call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        body: dict[str, Any] = self._send(method, path, **kwargs).json()
+        return body
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         params = {"api-version": self.api_version, **kwargs.pop("params", {})}
+        headers = {**self._headers(), **kwargs.pop("headers", {})}
         try:
             response = self.session.request(
                 method,
                 f"{self.endpoint}/openai/{path}",
                 allow_redirects=False,  # an api-key header would follow a redirect to another host
                 params=params,
-                headers=self._headers(),
+                headers=headers,
                 timeout=self.timeout,
                 **kwargs,
             )
@@ -272,10 +302,34 @@ class AzureOpenAIClient:
             raise AzureError(AZURE_OPENAI, None, "NoReply", f"no reply ({type(exc).__name__})") from exc
         if response.status_code >= 400:
             raise AzureError.from_response(AZURE_OPENAI, response)
-        body: dict[str, Any] = response.json()
-        return body
+        return response
 
 
 def _segment(value: str) -> str:
     """An id as one URL path segment: ids come from Azure or from users, and neither may reach another route."""
     return quote(value, safe="")
+
+
+class _StreamedBody:
+    """A request body read from pieces as it is sent, with its length known up front (so it goes with a
+    Content-Length, not chunked): what requests and urllib3 send a file-like object as."""
+
+    def __init__(self, *parts: Iterable[bytes], length: int) -> None:
+        self._pieces = (piece for part in parts for piece in part)
+        self._pending = b""
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._pending) < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            self._pending += piece
+        if size < 0:
+            data, self._pending = self._pending, b""
+        else:
+            data, self._pending = self._pending[:size], self._pending[size:]
+        return data

@@ -26,6 +26,7 @@ WINDOW_SECONDS = {"24h": 24 * 3600}
 MAX_SUBMIT_FAILURES = 15  # submits in a row whose outcome stayed unknown (~45 minutes of backoff)
 MAX_RESOLVE_FAILURES = 5  # Key Vault reads in a row that failed transiently
 MAX_FAILED_CHECKS = 20  # status calls in a row that failed
+MAX_COLLECT_FAILURES = 5  # tries to read a finished batch's results; then the run ends without them
 MAX_ERRORS_KEPT = 5  # of a failed batch's errors.data: the first is reported, a few more help in the portal
 # History events per episode: one episode is replayed at every step, so its history must stay short. DTFx records
 # OrchestratorStarted + ExecutionStarted + OrchestratorCompleted for the episode's start, four events for each
@@ -65,6 +66,7 @@ class Phase(StrEnum):
     QUOTA = "quota"  # waiting for the deployment's enqueued-token quota
     POLLING = "polling"
     CANCELLING = "cancelling"  # Azure was asked to cancel; waiting for it to end
+    COLLECTING = "collecting"  # the batch ended: its results are read into the app's storage and summed
     DONE = "done"
 
 
@@ -207,6 +209,7 @@ class BatchSnapshot:
         )
 
 
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 EMPTY_OUTPUTS = {
     "output_file_id": None,
     "error_file_id": None,
@@ -232,6 +235,10 @@ class BatchRun:
     input_file_secret: str | None = None
     secret_version: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    input_id: str | None = None  # the input the app built, when the run names one
+    estimated_tokens: int | None = None  # the input's prompt tokens, estimated (known for inputs the app built)
+    model: str = ""  # the deployment's model and version: what the price table is looked up by
+    model_version: str = ""
     phase: Phase = Phase.RESOLVING
     status: RunStatus = RunStatus.STARTING
     deadline: str | None = None  # set from the orchestration's clock, then from the batch's created_at
@@ -246,6 +253,10 @@ class BatchRun:
     cancel_sent: bool = False
     failure: Failure | None = None
     next_check_at: str | None = None
+    results_collected: bool = False
+    collect_failures: int = 0
+    usage: dict[str, int] | None = None  # tokens the batch's requests used, summed from its output file
+    estimated_cost: dict[str, Any] | None = None  # {amount, currency} by the price table; None without a price
     episode_events: int = EPISODE_START_EVENTS  # history events of this episode so far (see MAX_EPISODE_EVENTS)
     resume: dict[str, Any] | None = None  # the step put off by an index write or a continue-as-new, taken next
     indexed_status: str | None = None  # the status the run index last learned
@@ -310,12 +321,16 @@ class BatchRun:
             "requestedAt": self.requested_at,
             "startedAt": iso_of_unix(batch.created_at) if batch else None,
             "endedAt": iso_of_unix(batch.ended_at) if batch else None,
-            "outputs": batch.outputs() if batch else dict(EMPTY_OUTPUTS),
+            "outputs": (batch.outputs() if batch else dict(EMPTY_OUTPUTS))
+            | (self.usage or dict.fromkeys(USAGE_FIELDS))
+            | {"estimatedCost": self.estimated_cost},
             "failure": self.failure.to_dict() if self.failure else None,
             "monitorUrl": self.monitor_url,
             "progress": batch.progress() if batch else None,
             "quotaAttempts": self.quota_waits,
             "nextCheckAt": self.next_check_at,
+            "inputId": self.input_id,
+            "estimatedTokens": self.estimated_tokens,
         }
 
 
@@ -372,6 +387,16 @@ class TimerFired(Seen):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ResultsCollected(Seen):
+    """The batch's results are staged: how many requests succeeded and failed, what they used, what it cost."""
+
+    succeeded: int
+    failed: int
+    usage: dict[str, int]
+    estimated_cost: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Indexed(Seen):
     """The run index holds the run at this status (or the write failed: the index is only a view, and the
     rebuild route repairs it)."""
@@ -394,7 +419,8 @@ class ActivityFailed(Seen):
 
 
 SEEN: dict[str, type[Seen]] = {
-    kind.__name__: kind for kind in (InputResolved, SubmitAnswered, BatchChecked, CancelAnswered, Indexed)
+    kind.__name__: kind
+    for kind in (InputResolved, SubmitAnswered, BatchChecked, CancelAnswered, ResultsCollected, Indexed)
 }
 
 
@@ -481,6 +507,17 @@ class Wait(Step):
 
 
 @dataclass(frozen=True)
+class CollectResults(Step):
+    """Read the ended batch's output and error files into the app's storage, and sum their usage."""
+
+    run_id: str
+    resource: str
+    file_ids: list[str]
+    model: str
+    model_version: str
+
+
+@dataclass(frozen=True)
 class IndexRun(Step):
     """Write the run's row in the run index: its status changed."""
 
@@ -500,7 +537,8 @@ class Finish(Step):
 
 
 STEPS: dict[str, type[Step]] = {
-    kind.__name__: kind for kind in (ResolveInput, Submit, Check, CancelBatch, IndexRun, Wait, ContinueAsNew, Finish)
+    kind.__name__: kind
+    for kind in (ResolveInput, Submit, Check, CancelBatch, CollectResults, IndexRun, Wait, ContinueAsNew, Finish)
 }
 
 
@@ -585,16 +623,20 @@ def _next(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
         case SubmitAnswered():
             return _submitted(replace(run, submit_failures=0), seen, now)
         case BatchChecked(batch=batch):
-            status = run_status(batch.status)
-            return _watch(replace(run, batch=batch, status=status, polls=run.polls + 1, failed_checks=0), now)
+            # The run is Running while Azure has its batch; the batch's end becomes the run's once its results are in.
+            run = replace(run, batch=batch, status=RunStatus.RUNNING, polls=run.polls + 1, failed_checks=0)
+            return _watch(run, now)
         case CancelAnswered(batch=batch):
             return _watch(replace(run, batch=batch, cancel_sent=True, phase=Phase.CANCELLING), now)
+        case ResultsCollected():
+            collected = replace(run, results_collected=True, usage=seen.usage, estimated_cost=seen.estimated_cost)
+            return _watch(collected, now)
         case TimerFired() | CancelArrived():
             if run.phase is Phase.RESOLVING:
                 return _resolve(run, now)
             if run.phase in (Phase.SUBMITTING, Phase.QUOTA):
                 return _submit(run, now)
-            if isinstance(seen, CancelArrived):
+            if isinstance(seen, CancelArrived) or run.phase is Phase.COLLECTING:
                 return _watch(run, now)  # cancel the batch before looking again
             return run, run.check_step()
         case ActivityFailed(step=failed):
@@ -641,7 +683,7 @@ def _submitted(run: BatchRun, seen: SubmitAnswered, now: datetime) -> tuple[Batc
                 run,
                 batch=seen.batch,
                 phase=Phase.POLLING,
-                status=run_status(seen.batch.status),
+                status=RunStatus.RUNNING,
                 deadline=iso(deadline_for(created, run.completion_window)),
             )
             return _watch(run, now)
@@ -679,7 +721,11 @@ def _watch(run: BatchRun, now: datetime, *, may_cancel: bool = True) -> tuple[Ba
         )
         return _wait(run, now, QUOTA_BACKOFF.delay(run.quota_waits))
     if batch.is_terminal:
-        return _finish(replace(run, status=run_status(batch.status)), run_status(batch.status), failure)
+        if not run.results_collected and run.collect_failures < MAX_COLLECT_FAILURES:
+            file_ids = [f for f in (batch.output_file_id, batch.error_file_id) if f]
+            step = CollectResults(run.run_id, run.resource, file_ids, run.model, run.model_version)
+            return replace(run, phase=Phase.COLLECTING), step
+        return _finish(run, run_status(batch.status), failure)
     timed_out = now >= _deadline(run)
     if may_cancel and (run.cancel_requested or timed_out) and not run.cancel_sent:
         return run, run.cancel_step()
@@ -726,6 +772,11 @@ def _after_failure(run: BatchRun, failed: type[Step], now: datetime) -> tuple[Ba
                 ),
             )
         return _wait(run, now, SUBMIT_BACKOFF.delay(run.submit_failures))
+    if failed is CollectResults:  # Azure's files may be back in a moment; the run ends without them otherwise
+        run = replace(run, collect_failures=run.collect_failures + 1)
+        if run.collect_failures >= MAX_COLLECT_FAILURES:
+            return _watch(run, now)
+        return _wait(run, now, ACTIVITY_BACKOFF.delay(run.collect_failures))
     if failed is CancelBatch:  # look again later, and ask again after that
         return _watch(run, now, may_cancel=False)
     if failed is Check:

@@ -291,6 +291,10 @@ ATTRIBUTES: dict[JobType, dict[str, AttributeSpec]] = {
             AttributeSpec("inputFileSecret", "OpenAI Input File ID (Key Vault secret name)", None, _secret_name),
             AttributeSpec("endpoint", "OpenAI Batch Endpoint", "/chat/completions", _one_of(BATCH_ENDPOINTS)),
             AttributeSpec("completionWindow", "OpenAI Completion Window", "24h", _one_of(COMPLETION_WINDOWS)),
+            # For inputs built from prompts (POST /api/jobs/{id}/inputs): the lines' system prompt and settings.
+            AttributeSpec("systemPrompt", "OpenAI System Prompt", None, _text),
+            AttributeSpec("maxTokens", "OpenAI Max Tokens", None, _max_tokens),
+            AttributeSpec("temperature", "OpenAI Temperature", None, _temperature),
         )
     },
     JobType.CHAT_COMPLETION: {

@@ -6,19 +6,26 @@ Every refusal is a Problem raised before any orchestration starts, so a refused 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.batch_run import RESERVED_METADATA, BatchRun
 from shared.chat import ChatRun
+from shared.http import AzureError
+from shared.inputs import InputRecord, InputRecords, check_input_id
 from shared.jobs import BATCH_SKUS, DEPLOYMENT_NAME, Job, JobStatus, JobType, deployment_of, merge_attributes
 from shared.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TablePosition, decode_continuation_token
 from shared.problems import FieldError, Problem, validation_problem
 from shared.run_index import RunFilter
 from shared.runs import RunId, RunStatus, iso
+from shared.secrets import SecretReader, SecretUnavailable
 from shared.settings import RESOURCE_NAME, OpenAIResource
 
-BATCH_FIELDS = ("inputFileId", "inputFileSecret", "endpoint", "completionWindow", "metadata")
+if TYPE_CHECKING:
+    from shared.azure_openai import AzureOpenAIClient
+
+BATCH_FIELDS = ("inputId", "inputFileId", "inputFileSecret", "endpoint", "completionWindow", "metadata")
 CHAT_FIELDS = ("user_prompt", "system_prompt")
 AZURE_METADATA_PAIRS = 16  # Azure's limit on a batch's metadata
 MAX_USER_METADATA = AZURE_METADATA_PAIRS - len(RESERVED_METADATA)  # the others tie the batch to its run
@@ -34,9 +41,10 @@ def new_run(
     resource: OpenAIResource | None,
     idempotency_key: str | None,
     now: datetime,
+    inputs: InputRecords | None = None,
 ) -> BatchRun | ChatRun:
     """The run that `body` asks of `job` (`resource` is the job's resource as configured, None when it is no
-    longer configured), or the Problem saying why it cannot start."""
+    longer configured; `inputs` where an `inputId` is looked up), or the Problem saying why it cannot start."""
     if job.status is JobStatus.RETIRED:
         raise Problem(
             410,
@@ -45,7 +53,7 @@ def new_run(
             f"Job '{job.external_id}' was retired on {job.retired_at}: its deployment no longer exists.",
         )
     if job.job_type is JobType.BATCH:
-        return _batch_run(job, body, resource, idempotency_key, now)
+        return _batch_run(job, body, resource, idempotency_key, now, inputs)
     if job.job_type is JobType.CHAT_COMPLETION:
         return _chat_run(job, body, resource, idempotency_key, now)
     raise Problem(
@@ -57,7 +65,12 @@ def new_run(
 
 
 def _batch_run(
-    job: Job, body: dict[str, Any], resource: OpenAIResource | None, idempotency_key: str | None, now: datetime
+    job: Job,
+    body: dict[str, Any],
+    resource: OpenAIResource | None,
+    idempotency_key: str | None,
+    now: datetime,
+    inputs: InputRecords | None,
 ) -> BatchRun:
     if not job.imported.batch_capable:
         raise Problem(
@@ -74,7 +87,13 @@ def _batch_run(
             [FieldError(name, f"is not one of {', '.join(BATCH_FIELDS)}") for name in unknown],
             f"Unknown fields: {', '.join(unknown)}.",
         )
-    attributes = _batch_attributes(job, {k: v for k, v in body.items() if k != "metadata"})
+    overrides = {k: v for k, v in body.items() if k not in ("metadata", "inputId")}
+    if "inputId" in body and ("inputFileId" in overrides or "inputFileSecret" in overrides):
+        raise validation_problem([FieldError("inputId", "give one of inputId, inputFileId or inputFileSecret")])
+    built = _input_of(job, body.get("inputId"), inputs) if "inputId" in body else None
+    if built is not None:
+        overrides["inputFileId"] = built.file_id
+    attributes = _batch_attributes(job, overrides)
     if not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
         raise Problem(
             400,
@@ -98,6 +117,105 @@ def _batch_run(
         input_file_id=attributes.get("inputFileId"),
         input_file_secret=attributes.get("inputFileSecret"),
         metadata=metadata,
+        input_id=built.id if built else None,
+        estimated_tokens=built.estimated_tokens if built else None,
+        model=job.imported.model_name,
+        model_version=job.imported.model_version,
+    )
+
+
+def _input_of(job: Job, input_id: Any, inputs: InputRecords | None) -> InputRecord:
+    """The input a run names by `inputId`: one built for this job on its resource."""
+    assert inputs is not None, "looking up an inputId needs the input records"
+    record = inputs.get(check_input_id(input_id))
+    if record is None:
+        raise Problem(
+            404,
+            "input-not-found",
+            "Input not found",
+            f"No input '{input_id}' exists.",
+            [FieldError("inputId", "not found")],
+        )
+    if (record.job_id, record.resource) != (job.external_id, job.resource):
+        raise Problem(
+            409,
+            "input-of-another-job",
+            "Input of another job",
+            f"Input '{input_id}' was built for job '{record.job_id}' on resource '{record.resource}'; build one for "
+            f"'{job.external_id}' on '{job.resource}' (its lines name that job's deployment).",
+            [FieldError("inputId", "belongs to another job")],
+        )
+    return record
+
+
+def check_batch_input(run: BatchRun, client: AzureOpenAIClient, secrets: SecretReader | None) -> None:
+    """Pre-flight, before any orchestration starts: the input file is on the job's resource, a batch input, and
+    processed; a Key Vault secret naming it exists (its value is still read at run time). A Problem naming the field
+    otherwise."""
+    if run.input_file_id:
+        field = "inputId" if run.input_id else "inputFileId"
+        try:
+            found = client.get_file(run.input_file_id)
+        except AzureError as error:
+            if error.status == 404:
+                raise Problem(
+                    404,
+                    "input-file-not-found",
+                    "Input file not found",
+                    f"Resource '{run.resource}' has no file '{run.input_file_id}'. Files belong to the resource "
+                    "that uploaded them: upload the input to this job's resource.",
+                    [FieldError(field, "is not a file of the job's resource")],
+                ) from error
+            raise _upstream("Azure OpenAI", error.status, error.code) from error
+        if found.purpose != "batch":
+            raise Problem(
+                400,
+                "not-a-batch-input",
+                "Not a batch input file",
+                f"File '{found.id}' has purpose '{found.purpose}'; a batch reads a file uploaded with purpose 'batch'.",
+                [FieldError(field, "is not a batch input file")],
+            )
+        if found.status == "error":
+            raise Problem(
+                400,
+                "input-file-rejected",
+                "Input file rejected",
+                f"Azure OpenAI could not process file '{found.id}': {found.status_details or 'no detail given'}.",
+                [FieldError(field, "was rejected by Azure OpenAI")],
+            )
+        if found.status != "processed":
+            raise Problem(
+                409,
+                "input-file-not-ready",
+                "Input file not processed yet",
+                f"File '{found.id}' is {found.status}: Azure OpenAI is still processing it. Start the run once it "
+                "is processed.",
+                [FieldError(field, f"is {found.status}, not processed")],
+            )
+    if run.input_file_secret:
+        assert secrets is not None
+        try:
+            secrets.latest(run.input_file_secret)
+        except SecretUnavailable as error:
+            if error.transient:
+                raise _upstream("Key Vault", None, "unavailable") from error
+            missing = "was not found" in str(error)
+            raise Problem(
+                404 if missing else 502,
+                "input-secret-not-found" if missing else "input-secret-unreadable",
+                "Input secret not found" if missing else "Input secret unreadable",
+                str(error) + ("." if missing else ": check the app's role on the vault (Key Vault Secrets User)."),
+                [FieldError("inputFileSecret", "not found in the vault" if missing else "not readable by the app")],
+            ) from error
+
+
+def _upstream(service: str, status: int | None, code: str) -> Problem:
+    return Problem(
+        502 if status else 503,
+        "upstream-failed",
+        f"{service} failed",
+        f"{service} answered {status or 'nothing'} {code} while the run's input was checked; try again.",
+        extensions={"upstreamStatus": status, "upstreamCode": code},
     )
 
 
@@ -245,3 +363,51 @@ def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition
 
 def _whole_number(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 10 else None
+
+
+@dataclass(frozen=True)
+class ResultsQuery:
+    kind: str
+    staged: str  # the staged copy's blob name
+    offset: int
+    top: int
+
+
+def results_query(run_id: RunId, view: dict[str, Any], params: Mapping[str, str]) -> ResultsQuery:
+    """Which page of a run's results a request asks for: `status` (`failed`), `format` (`raw`), `top` and
+    `continuationToken`; a Problem when the run has no results to read yet, or a parameter is not valid."""
+    from shared.results import decode_offset, staged_name
+
+    if run_id.job_type is not JobType.BATCH:
+        raise Problem(
+            409,
+            "no-results",
+            "Results are for batch runs",
+            "A Chat Completion run's answer is in its outputs (GET /api/runs/{runId}).",
+        )
+    errors = []
+    status, form = params.get("status"), params.get("format")
+    if status not in (None, "failed"):
+        errors.append(FieldError("status", "must be 'failed' (or left out for every result)"))
+    if form not in (None, "raw"):
+        errors.append(FieldError("format", "must be 'raw' (or left out for one result object per request)"))
+    top = _whole_number(params.get("top", str(DEFAULT_PAGE_SIZE)))
+    if top is None or not 1 <= top <= MAX_PAGE_SIZE:
+        errors.append(FieldError("top", f"must be a whole number from 1 to {MAX_PAGE_SIZE}"))
+    if errors:
+        raise validation_problem(errors, "Invalid query parameters.")
+    assert top is not None
+    if view.get("status") not in ("Success", "Failed", "Cancelled") or view.get("phase") == "collecting":
+        raise Problem(
+            409,
+            "results-not-ready",
+            "Results not ready",
+            f"Run '{run_id}' is {view.get('status')}: its results can be read once it has ended.",
+        )
+    if not view.get("runId"):
+        raise Problem(404, "no-results", "No results", f"Run '{run_id}' ended without a batch, so it has no results.")
+    kind = ("raw-" if form == "raw" else "") + ("failed" if status == "failed" else "all")
+    kind = "raw" if kind == "raw-all" else kind
+    token = params.get("continuationToken")
+    offset = decode_offset(token, kind) if token else 0
+    return ResultsQuery(kind, staged_name(str(run_id), kind), offset, top)

@@ -13,7 +13,9 @@ from shared.settings import SettingsError, get_settings
 from shared.submit_ledger import SubmitLedger
 
 if TYPE_CHECKING:
+    from shared.inputs import InputRecords
     from shared.run_index import RunIndex
+    from shared.staging import Staging
 
 
 @cache
@@ -53,6 +55,23 @@ def run_index() -> RunIndex:
 
 
 @cache
+def staging() -> Staging:
+    from shared.staging import Staging, blob_service
+
+    settings = get_settings()
+    return Staging(blob_service(settings), settings.staging_container)
+
+
+@cache
+def input_records() -> InputRecords:
+    from shared.catalog import table_service
+    from shared.inputs import InputRecords
+
+    settings = get_settings()
+    return InputRecords(table_service(settings), f"{settings.catalog_table}inputs")
+
+
+@cache
 def secret_reader() -> SecretReader:
     settings = get_settings()
     if not settings.key_vault_url:
@@ -89,6 +108,7 @@ def openai_client(resource_name: str) -> AzureOpenAIClient:
 
 def reset() -> None:
     """Forgets every client and the settings (tests change app settings between cases)."""
-    for cached in (credential, arm_client, catalog, submit_ledger, run_index, secret_reader, get_settings):
+    cached_clients = (credential, arm_client, catalog, submit_ledger, run_index, staging, input_records, secret_reader)
+    for cached in (*cached_clients, get_settings):
         cached.cache_clear()
     _openai_clients.clear()

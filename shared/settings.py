@@ -24,8 +24,12 @@ SETTING_NAMES = (
     "KEY_VAULT_URL",
     "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE",
     "DEPLOYMENT_SYNC_SCHEDULE",
+    "STAGING_CONTAINER",
+    "INPUT_BLOB_ENDPOINTS",
+    "PRICES",
     STORAGE_CONNECTION,
 )
+DEFAULT_STAGING_CONTAINER = "aoaibatch-staging"
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}[a-zA-Z0-9]$")
 
 
@@ -70,6 +74,7 @@ class StorageSettings:
     connection_string: str | None
     table_service_uri: str | None
     client_id: str | None
+    blob_service_uri: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,9 @@ class Settings:
     key_vault_url: str | None
     key_vault_verify_challenge_resource: bool
     sync_schedule: str
+    staging_container: str = DEFAULT_STAGING_CONTAINER
+    input_blob_endpoints: tuple[str, ...] = ()  # blob endpoints besides Azure Storage's the app may read inputs from
+    prices: Prices | None = None
 
     def resource(self, name: str) -> OpenAIResource | None:
         return next((r for r in self.resources if r.name == name), None)
@@ -95,6 +103,11 @@ class Settings:
             key_vault_url=(env.get("KEY_VAULT_URL") or "").rstrip("/") or None,
             key_vault_verify_challenge_resource=_flag(env, "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE", default=True),
             sync_schedule=env.get("DEPLOYMENT_SYNC_SCHEDULE", DEFAULT_SYNC_SCHEDULE) or DEFAULT_SYNC_SCHEDULE,
+            staging_container=_container(env.get("STAGING_CONTAINER") or DEFAULT_STAGING_CONTAINER),
+            input_blob_endpoints=tuple(
+                e.strip().rstrip("/") for e in (env.get("INPUT_BLOB_ENDPOINTS") or "").split(",") if e.strip()
+            ),
+            prices=_prices(env.get("PRICES") or ""),
         )
 
 
@@ -143,14 +156,73 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
 def _storage(env: Mapping[str, str]) -> StorageSettings:
     prefix = STORAGE_CONNECTION
     table_uri = env.get(f"{prefix}__tableServiceUri")
+    blob_uri = env.get(f"{prefix}__blobServiceUri")
     account = env.get(f"{prefix}__accountName")
     if not table_uri and account:
         table_uri = f"https://{account}.table.core.windows.net"
+    if not blob_uri and account:
+        blob_uri = f"https://{account}.blob.core.windows.net"
     return StorageSettings(
         connection_string=env.get(prefix) or None,
         table_service_uri=table_uri or None,
         client_id=env.get(f"{prefix}__clientId") or None,
+        blob_service_uri=blob_uri or None,
     )
+
+
+CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def _container(name: str) -> str:
+    if not CONTAINER_NAME.match(name):
+        raise SettingsError("STAGING_CONTAINER must be a blob container name (3-63 lowercase letters, digits, '-')")
+    return name
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """A model's standard (not batch) price, per million tokens."""
+
+    input: float
+    cached_input: float
+    output: float
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The price table (PRICES): per model, what a million tokens cost, in one currency, and the batch discount
+    (Azure's Global Batch is billed at half the Global Standard price: a discount of 0.5)."""
+
+    currency: str
+    batch_discount: float
+    models: dict[str, ModelPrice]
+
+    def of(self, model: str, version: str = "") -> ModelPrice | None:
+        """The price of `model` at `version` (a "name@version" entry), else of the model whatever its version."""
+        return self.models.get(f"{model}@{version}") or self.models.get(model)
+
+
+def _prices(raw: str) -> Prices | None:
+    if not raw.strip():
+        return None
+    problem = (
+        'PRICES must be JSON: {"currency": "USD", "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, '
+        '"cachedInput": 1.25, "output": 10.0}}} (per million tokens)'
+    )
+    try:
+        data = json.loads(raw)
+        currency, discount, models = data["currency"], float(data.get("batchDiscount", 0)), data["models"]
+        if not isinstance(currency, str) or not isinstance(models, dict) or not 0 <= discount < 1:
+            raise SettingsError(problem)
+        prices = {
+            str(name): ModelPrice(float(p["input"]), float(p.get("cachedInput", p["input"])), float(p["output"]))
+            for name, p in models.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SettingsError(problem) from exc
+    if any(min(p.input, p.cached_input, p.output) < 0 for p in prices.values()):
+        raise SettingsError(problem)
+    return Prices(currency, discount, prices)
 
 
 def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:

@@ -244,6 +244,10 @@ def app_settings(
         "DEPLOYMENT_SYNC_SCHEDULE": "0 */30 * * * *",
         "IDENTITY_ENDPOINT": emulator.endpoints["identity"]["endpoint"],
         "IDENTITY_HEADER": emulator.endpoints["identity"]["header"],
+        "STAGING_CONTAINER": f"staging{os.urandom(4).hex()}",
+        # The emulated vault's certificate comes from the local CA, which the local host trusts the same way.
+        "REQUESTS_CA_BUNDLE": emulator.endpoints["keyVault"]["caBundle"],
+        "SSL_CERT_FILE": emulator.endpoints["keyVault"]["caBundle"],
     }
     for name, value in settings.items():
         monkeypatch.setenv(name, value)

@@ -49,6 +49,7 @@ def call_http(
     route_params: dict[str, str] | None = None,
     raw_body: bytes | None = None,
     client: str | None = None,
+    headers: dict[str, str] | None = None,
 ) -> func.HttpResponse:
     """Invokes HTTP function `name` with a request built as the worker builds it (and a durable client binding
     for client functions)."""
@@ -60,7 +61,7 @@ def call_http(
         body=data,
         params=params or {},
         route_params=route_params or {},
-        headers={"Content-Type": "application/json"} if data else {},
+        headers=headers if headers is not None else ({"Content-Type": "application/json"} if data else {}),
     )
     handler = functions_by_name()[name].get_user_function()
     if inspect.iscoroutinefunction(handler):

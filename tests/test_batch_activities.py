@@ -23,12 +23,14 @@ from shared.batch_run import (
     RUN_ID_METADATA,
     BatchRun,
     BatchSnapshot,
+    CollectResults,
     Phase,
     ResolveInput,
     run_status,
 )
 from shared.batching import CLAIM_TIMEOUT, SubmitUnknown, submit
 from shared.http import AzureError, azure_session, retry_policy
+from shared.results import staged_name
 from shared.runs import HINTS, Failure, RunStatus, iso_of_unix
 from shared.secrets import SecretUnavailable
 from tests.conftest import RunningEmulator, wait_for
@@ -657,7 +659,7 @@ def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
     view = run.view()
     assert view["status"] == RunStatus.SUCCESS.value
     assert view["azureStatus"] == "completed"
-    assert view["outputs"] == snapshot.outputs()
+    assert {name: view["outputs"][name] for name in snapshot.outputs()} == snapshot.outputs()
     assert view["startedAt"] == iso_of_unix(azure["created_at"])
     assert view["endedAt"] == iso_of_unix(azure["completed_at"])
     assert ISO_UTC.match(view["startedAt"])
@@ -891,7 +893,18 @@ def test_running_batch_has_no_end_and_an_unsubmitted_run_no_start() -> None:
     view = Run("file-x").view()
     assert (view["startedAt"], view["endedAt"], view["runId"]) == (None, None, None)
     assert view["outputs"] == dict.fromkeys(
-        ["output_file_id", "error_file_id", "request_counts_total", "request_counts_completed", "request_counts_failed"]
+        [
+            "output_file_id",
+            "error_file_id",
+            "request_counts_total",
+            "request_counts_completed",
+            "request_counts_failed",
+            "prompt_tokens",
+            "completion_tokens",
+            "total_tokens",
+            "cached_tokens",
+            "estimatedCost",
+        ]
     )
 
 
@@ -1116,3 +1129,96 @@ def test_the_next_attempt_after_a_quota_failure_does_not_reattach_to_the_failed_
     assert first["batch"]["id"] != second["batch"]["id"]
     attempts = sorted(b["metadata"]["runAttempt"] for b in emulator.batches(RESOURCE))
     assert attempts == ["1", "2"]
+
+
+# collect_results ----------------------------------------------------------------------------------------------------
+
+
+def collect_step(run: Run) -> dict[str, Any]:
+    batch = run.batch
+    file_ids = [f for f in (batch.output_file_id, batch.error_file_id) if f]
+    return CollectResults(run.run_id, RESOURCE, file_ids, "gpt-4o", "2024-08-06").to_dict()
+
+
+def staged(run: Run, kind: str) -> list[bytes]:
+    return b"".join(services.staging().chunks(staged_name(run.run_id, kind))).splitlines()
+
+
+def test_collecting_a_completed_batch_stages_one_result_per_request_and_sums_usage(
+    emulator: RunningEmulator, eastus: DataPlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prices = {
+        "currency": "USD",
+        "batchDiscount": 0.5,
+        "models": {"gpt-4o": {"input": 2.5, "cachedInput": 1.25, "output": 10}},
+    }
+    monkeypatch.setenv("PRICES", json.dumps(prices))
+    services.reset()
+    emulator.set_speeds(RESOURCE, validationSeconds=1, finalizingSeconds=1)
+    run = Run(
+        eastus.upload(
+            batch_lines(12)
+            + _lines(
+                _line("boom") | {"body": {"model": DEPLOYMENT, "messages": [{"role": "user", "content": "[[fail]]"}]}}
+            )
+        )["id"]
+    ).submitted()
+    run.check_until("completed")
+
+    answer = activity("collect_results", collect_step(run))
+
+    output = eastus.content_lines(run.batch.output_file_id)  # type: ignore[arg-type]
+    errors = eastus.content_lines(run.batch.error_file_id)  # type: ignore[arg-type]
+    expected = {
+        k: sum(line["response"]["body"]["usage"][k] for line in output)
+        for k in ("prompt_tokens", "completion_tokens", "total_tokens")
+    }
+    assert (answer["seen"], answer["succeeded"], answer["failed"]) == ("ResultsCollected", 12, 1)
+    assert {k: answer["usage"][k] for k in expected} == expected
+    uncached = expected["prompt_tokens"] - answer["usage"]["cached_tokens"]
+    standard = (uncached * 2.5 + answer["usage"]["cached_tokens"] * 1.25 + expected["completion_tokens"] * 10) / 1e6
+    assert answer["estimated_cost"] == {"amount": round(standard * 0.5, 6), "currency": "USD"}
+    results = [json.loads(line) for line in staged(run, "all")]
+    assert sorted(r["custom_id"] for r in results) == sorted(
+        [line["custom_id"] for line in output] + [errors[0]["custom_id"]]
+    )
+    failed = [json.loads(line) for line in staged(run, "failed")]
+    assert [(r["custom_id"], r["status"], r["statusCode"], r["error"]["code"]) for r in failed] == [
+        ("boom", "failed", 500, "server_error")
+    ]
+    succeeded = next(r for r in results if r["status"] == "succeeded")
+    source = next(line for line in output if line["custom_id"] == succeeded["custom_id"])
+    assert succeeded["content"] == source["response"]["body"]["choices"][0]["message"]["content"]
+    assert succeeded["usage"]["total_tokens"] == source["response"]["body"]["usage"]["total_tokens"]
+    raw = staged(run, "raw")
+    assert sorted(json.loads(line)["custom_id"] for line in raw) == sorted(r["custom_id"] for r in results)
+    assert [json.loads(line) for line in staged(run, "raw-failed")] == errors
+
+
+def test_collecting_a_cancelled_batch_keeps_its_partial_results(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    emulator.set_speeds(RESOURCE, validationSeconds=1, requestsPerSecond=2, cancellingSeconds=2)
+    run = Run(eastus.upload(batch_lines(60))["id"]).submitted()
+    wait_for(lambda: (run.check()["batch"]["completed"] or 0) > 0, interval=0.02, what="some requests to finish")
+    run.took(run.cancel()["batch"])
+    run.check_until("cancelled")
+
+    answer = activity("collect_results", collect_step(run))
+
+    assert answer["succeeded"] == run.batch.completed
+    assert answer["succeeded"] + answer["failed"] == 60
+    assert answer["estimated_cost"] is None  # no price table configured
+    codes = {json.loads(line)["error"]["code"] for line in staged(run, "failed")}
+    assert codes == {"batch_cancelled"}
+
+
+def test_collecting_a_batch_that_failed_validation_stages_empty_results(
+    emulator: RunningEmulator, eastus: DataPlane
+) -> None:
+    emulator.set_speeds(RESOURCE, validationSeconds=1)
+    run = Run(eastus.upload(_lines(_line("a", url="/embeddings")))["id"]).submitted()
+    run.check_until("failed")
+
+    answer = activity("collect_results", collect_step(run))
+
+    assert (answer["succeeded"], answer["failed"], answer["usage"]["total_tokens"]) == (0, 0, 0)
+    assert staged(run, "all") == []

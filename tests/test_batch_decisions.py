@@ -18,6 +18,7 @@ from shared.batch_run import (
     ACTIVITY_BACKOFF,
     EPISODE_START_EVENTS,
     EVENT_RESERVE,
+    MAX_COLLECT_FAILURES,
     MAX_EPISODE_EVENTS,
     MAX_FAILED_CHECKS,
     MAX_RESOLVE_FAILURES,
@@ -35,6 +36,7 @@ from shared.batch_run import (
     CancelArrived,
     CancelBatch,
     Check,
+    CollectResults,
     ContinueAsNew,
     Finish,
     Indexed,
@@ -42,6 +44,7 @@ from shared.batch_run import (
     InputResolved,
     Phase,
     ResolveInput,
+    ResultsCollected,
     Seen,
     Step,
     Submit,
@@ -92,13 +95,23 @@ def after(seconds: float) -> str:
     return iso(NOW + timedelta(seconds=seconds))
 
 
+USAGE = {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42, "cached_tokens": 0}
+
+
 def decided(run: BatchRun, seen: Seen, now: datetime = NOW) -> tuple[BatchRun, Step]:
-    """The decision, past the index write that comes first whenever the run's status changed."""
+    """The decision, past the steps that come before an ended batch's finish: reading its results (answered here
+    with USAGE), and the index write whenever the run's status changed."""
     run, step = decide(run, seen, now)
-    if isinstance(step, IndexRun):
-        assert step.view == run.resource_view()
-        assert step.at == iso(now)
-        run, step = decide(run, Indexed(status=step.view["status"]), now)
+    while isinstance(step, CollectResults | IndexRun):
+        if isinstance(step, CollectResults):
+            assert run.phase is Phase.COLLECTING
+            assert run.batch is not None
+            assert step.file_ids == [f for f in (run.batch.output_file_id, run.batch.error_file_id) if f]
+            run, step = decide(run, ResultsCollected(succeeded=1, failed=0, usage=USAGE), now)
+        else:
+            assert step.view == run.resource_view()
+            assert step.at == iso(now)
+            run, step = decide(run, Indexed(status=step.view["status"]), now)
     return run, step
 
 
@@ -524,15 +537,33 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
     ),
     (
         "history at its limit: finishing needs no room",
-        replace(POLLING, episode_events=MAX_EPISODE_EVENTS, status=RunStatus.SUCCESS, indexed_status="Success"),
+        replace(
+            POLLING,
+            episode_events=MAX_EPISODE_EVENTS,
+            status=RunStatus.SUCCESS,
+            indexed_status="Success",
+            results_collected=True,
+        ),
         BatchChecked(batch=batch("completed", completed_at=CREATED + 9)),
         NOW,
         Finish(),
         {"status": RunStatus.SUCCESS},
     ),
     (
-        "history at its limit, the end not yet indexed: continue as new, then index, then finish",
+        "history at its limit, results not yet read: continue as new, then read them",
         replace(POLLING, episode_events=MAX_EPISODE_EVENTS),
+        BatchChecked(batch=batch("completed", completed_at=CREATED + 9, output_file_id="file-o")),
+        NOW,
+        ContinueAsNew(),
+        {
+            "status": RunStatus.RUNNING,
+            "phase": Phase.COLLECTING,
+            "resume": step_to_dict(CollectResults(RUN.run_id, RUN.resource, ["file-o"], "", "")),
+        },
+    ),
+    (
+        "history at its limit, the end not yet indexed: continue as new, then index, then finish",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS, results_collected=True),
         BatchChecked(batch=batch("completed", completed_at=CREATED + 9)),
         NOW,
         ContinueAsNew(),
@@ -759,3 +790,44 @@ def test_observations_and_steps_round_trip_through_json() -> None:
     assert BatchRun.from_dict(POLLING.to_dict()) == POLLING
     carried = replace(POLLING, failure=Failure.of("x", "y"), resume=step_to_dict(Check("r", "a", "b")))
     assert BatchRun.from_dict(carried.to_dict()) == carried
+
+
+# Reading an ended batch's results --------------------------------------------------------------------------------
+
+ENDED = batch("completed", completed_at=CREATED + 9, output_file_id="file-o", error_file_id="file-e")
+
+
+def test_an_ended_batch_is_read_before_the_run_finishes_and_its_usage_and_cost_are_outputs() -> None:
+    run, step = decide(replace(POLLING, model="gpt-4o", model_version="1"), BatchChecked(batch=ENDED), NOW)
+
+    assert step == CollectResults(RUN.run_id, RUN.resource, ["file-o", "file-e"], "gpt-4o", "1")
+    assert (run.status, run.phase) == (RunStatus.RUNNING, Phase.COLLECTING)  # not Success before its results are in
+    cost = {"amount": 0.12, "currency": "USD"}
+    run, step = decide(run, ResultsCollected(succeeded=98, failed=2, usage=USAGE, estimated_cost=cost), NOW)
+    assert isinstance(step, IndexRun)
+    outputs = step.view["outputs"]
+    assert {k: outputs[k] for k in USAGE} == USAGE
+    assert outputs["estimatedCost"] == cost
+    assert outputs["output_file_id"] == "file-o"
+    run, step = decide(run, Indexed(status="Success"), NOW)
+    assert (step, run.status) == (Finish(), RunStatus.SUCCESS)
+
+
+def test_a_read_that_fails_is_tried_again_then_the_run_ends_without_its_results() -> None:
+    run, _ = decide(POLLING, BatchChecked(batch=ENDED), NOW)
+    for tries in range(1, MAX_COLLECT_FAILURES):
+        run, step = decide(run, ActivityFailed(step=CollectResults), NOW)
+        assert step == Wait(after(ACTIVITY_BACKOFF.delay(tries)))
+        run, step = decide(run, TimerFired(), NOW)
+        assert isinstance(step, CollectResults)
+
+    run, step = decided(run, ActivityFailed(step=CollectResults), NOW)
+
+    assert (step, run.status, run.usage) == (Finish(), RunStatus.SUCCESS, None)
+    assert run.resource_view()["outputs"]["total_tokens"] is None
+
+
+def test_a_run_that_never_had_a_batch_has_no_usage_outputs() -> None:
+    view = RUN.resource_view()
+
+    assert {k: view["outputs"][k] for k in (*USAGE, "estimatedCost")} == dict.fromkeys((*USAGE, "estimatedCost"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -26,6 +26,7 @@ from shared.batch_run import (
     CancelAnswered,
     Indexed,
     InputResolved,
+    ResultsCollected,
     SubmitAnswered,
     SubmitOutcome,
     seen_to_dict,
@@ -87,13 +88,23 @@ class BatchReplay(Replay):
 
     indexed: list[str]
 
+    collected: ClassVar[dict[str, int]] = {
+        "prompt_tokens": 20,
+        "completion_tokens": 10,
+        "total_tokens": 30,
+        "cached_tokens": 0,
+    }
+
     def run(self) -> dict[str, Any]:
         state = super().run()
-        pending = [p for p in self.pending if p.kind == "activity" and p.name == "index_run"]
-        if pending:
+        pending = [p for p in self.pending if p.kind == "activity" and p.name in ("index_run", "collect_results")]
+        if pending and pending[0].name == "index_run":
             status = pending[0].input["view"]["status"]
             self.indexed = [*getattr(self, "indexed", []), status]
             return self.complete("index_run", seen_to_dict(Indexed(status=status)))
+        if pending:
+            answer = ResultsCollected(succeeded=1, failed=0, usage=self.collected)
+            return self.complete("collect_results", seen_to_dict(answer))
         return state
 
 
@@ -217,7 +228,7 @@ def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
         "request_counts_total": 100,
         "request_counts_completed": 98,
         "request_counts_failed": 2,
-    }
+    } | BatchReplay.collected | {"estimatedCost": None}
     assert run["startedAt"] == stamp(datetime.fromtimestamp(CREATED, UTC))
     assert run["endedAt"] == stamp(datetime.fromtimestamp(CREATED + 700, UTC))
     assert (run["failure"], run["phase"], run["nextCheckAt"]) == (None, "done", None)
@@ -507,7 +518,7 @@ def test_the_run_index_learns_every_change_of_status_before_the_run_goes_on() ->
     assert replay.indexed == ["Starting", "Running", "Success"]
     assert replay.output["status"] == "Success"
     writes = [e["Name"] for e in replay.history if e.get("EventType") == 4]  # TaskScheduled, in order
-    assert writes == ["index_run", "submit_batch", "index_run", "check_batch", "index_run"]
+    assert writes == ["index_run", "submit_batch", "index_run", "check_batch", "collect_results", "index_run"]
 
 
 def test_a_failed_index_write_does_not_stop_the_run() -> None:

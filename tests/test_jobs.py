@@ -171,6 +171,9 @@ def test_batch_attributes_default_as_the_seed_says() -> None:
         "inputFileSecret": None,
         "endpoint": "/chat/completions",
         "completionWindow": "24h",
+        "systemPrompt": None,  # these three shape inputs built from prompts
+        "maxTokens": None,
+        "temperature": None,
     }
 
 
@@ -182,7 +185,8 @@ def test_batch_attributes_default_as_the_seed_says() -> None:
         ({"inputFileSecret": "bad_name!"}, "attributes.inputFileSecret"),
         ({"endpoint": "/embeddings"}, "attributes.endpoint"),
         ({"completionWindow": "48h"}, "attributes.completionWindow"),
-        ({"maxTokens": 10}, "attributes.maxTokens"),
+        ({"maxTokens": 0}, "attributes.maxTokens"),
+        ({"temperature": 3}, "attributes.temperature"),
         ({"colour": "blue"}, "attributes.colour"),
         ({"inputFileId": "file-abc", "inputFileSecret": "batch-input"}, "attributes.inputFileSecret"),
     ],

@@ -266,6 +266,9 @@ def test_get_job_returns_the_job_resource() -> None:
         "inputFileSecret": None,
         "endpoint": "/chat/completions",
         "completionWindow": "24h",
+        "systemPrompt": None,
+        "maxTokens": None,
+        "temperature": None,
     }
 
 
@@ -312,7 +315,7 @@ def test_patch_chat_attributes() -> None:
         ("gpt-4o-batch::batch", {"attributes": {"endpoint": "/embeddings"}}, ["attributes.endpoint"]),
         ("gpt-4o-batch::batch", {"attributes": {"completionWindow": "1h"}}, ["attributes.completionWindow"]),
         ("gpt-4o-batch::batch", {"attributes": {"inputFileId": "not-a-file"}}, ["attributes.inputFileId"]),
-        ("gpt-4o-batch::batch", {"attributes": {"temperature": 1}}, ["attributes.temperature"]),
+        ("gpt-4o-batch::batch", {"attributes": {"temperature": 5}}, ["attributes.temperature"]),
         ("gpt-4o", {"attributes": {"maxTokens": "lots"}}, ["attributes.maxTokens"]),
         ("gpt-4o", {"attributes": []}, ["attributes"]),
         ("gpt-4o", {"attrs": {}}, ["attrs"]),

@@ -46,6 +46,12 @@ param catalogTable string = 'jobs'
 param deploymentSyncSchedule string = '0 */30 * * * *'
 param taskHubName string
 
+@description('STAGING_CONTAINER: blob container of the host storage account for staged inputs and results.')
+param stagingContainer string = 'aoaibatch-staging'
+
+@description('PRICES: the price table, JSON (per model, per million tokens, and the batch discount); empty for none.')
+param prices string = ''
+
 @allowed([
   'AzureStorage'
   'DurableTaskScheduler'
@@ -73,6 +79,10 @@ var appSettings = {
   // In Azure the vault's challenge must come from *.vault.azure.net (false is only for the local emulator).
   KEY_VAULT_VERIFY_CHALLENGE_RESOURCE: 'true'
   DEPLOYMENT_SYNC_SCHEDULE: deploymentSyncSchedule
+  STAGING_CONTAINER: stagingContainer
+  // Inputs are read from Azure Storage blob endpoints only; none besides (the setting names a local emulator's).
+  INPUT_BLOB_ENDPOINTS: ''
+  PRICES: prices
   // host.json: "hubName": "%DURABLE_TASK_HUB%"
   DURABLE_TASK_HUB: taskHubName
   // DefaultAzureCredential (shared/services.py) picks the user-assigned identity.

@@ -1,0 +1,234 @@
+"""Inputs of Batch Jobs over the app's HTTP triggers, against the emulators and Azurite: built from JSONL, requests
+or prompts, checked line by line as Azure will, staged in Blob Storage and uploaded; and checked again before a run
+starts (pre-flight)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared import services
+from tests.conftest import RunningEmulator
+from tests.devstack.conftest import DataPlane, batch_lines
+from tests.functions import call_http, json_of
+from tests.test_jobs_api import assert_problem, import_now, patch_job
+from tests.test_openapi import reply_validator
+
+pytestmark = pytest.mark.usefixtures("app_settings")
+
+JOB = "gpt-4o-batch::batch"
+RESOURCE = "aoai-devstack-eastus"
+INPUT_REPLY = reply_validator("/jobs/{externalId}/inputs", "post", "201")
+
+
+def post_input(
+    body: Any = None, *, jsonl: bytes | None = None, job: str = JOB, content_type: str | None = None
+) -> func.HttpResponse:
+    if jsonl is not None:
+        headers = {"Content-Type": content_type or "application/jsonl"}
+        return call_http(
+            "create_input",
+            "POST",
+            f"jobs/{job}/inputs",
+            raw_body=jsonl,
+            headers=headers,
+            route_params={"externalId": job},
+        )
+    return call_http("create_input", "POST", f"jobs/{job}/inputs", body=body, route_params={"externalId": job})
+
+
+def created(response: func.HttpResponse) -> dict[str, Any]:
+    assert response.status_code == 201, response.get_body()
+    body: dict[str, Any] = json_of(response)
+    assert [e.message for e in INPUT_REPLY.iter_errors(body)] == []
+    assert response.headers["Location"].endswith(f"/api/inputs/{body['id']}")
+    return body
+
+
+@pytest.fixture
+def eastus(emulator: RunningEmulator) -> DataPlane:
+    resource = emulator.resource(RESOURCE)
+    return DataPlane(resource["endpoint"], resource["apiKey"])
+
+
+@pytest.fixture(autouse=True)
+def imported(app_settings: dict[str, str], emulator: RunningEmulator) -> None:
+    assert import_now().status_code == 200
+
+
+def uploaded_lines(eastus: DataPlane, file_id: str) -> list[dict[str, Any]]:
+    return eastus.content_lines(file_id)
+
+
+def test_a_jsonl_body_is_checked_staged_uploaded_and_processed(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    content = batch_lines(3, "gpt-4o-batch")
+
+    body = created(post_input(jsonl=content.encode()))
+
+    assert (body["jobId"], body["resource"], body["requests"], body["status"]) == (JOB, RESOURCE, 3, "processed")
+    assert body["bytes"] > 0
+    assert body["estimatedTokens"] > 3 * 10
+    (upload,) = emulator.requests_log(service="openai", route="files.upload")
+    assert upload["status"] == 201
+    file = eastus.request("GET", f"files/{body['fileId']}").json()
+    assert (file["purpose"], file["status"], file["bytes"]) == ("batch", "processed", body["bytes"])
+    assert [line["custom_id"] for line in uploaded_lines(eastus, body["fileId"])] == [
+        json.loads(line)["custom_id"] for line in content.splitlines()
+    ]
+    staged = b"".join(services.staging().chunks(f"inputs/{body['id']}.jsonl"))
+    assert staged == b"".join(
+        line.encode() + b"\n"
+        for line in (json.dumps(json.loads(x), separators=(",", ":")) for x in content.splitlines())
+    )
+    again = call_http("get_input", "GET", f"inputs/{body['id']}", route_params={"inputId": body["id"]})
+    assert json_of(again) == body
+
+
+def test_requests_get_ids_and_the_deployment_as_model(eastus: DataPlane) -> None:
+    messages = [{"role": "user", "content": "Hello"}]
+    body = created(
+        post_input(
+            {"requests": [{"body": {"messages": messages}}, {"custom_id": "mine", "body": {"messages": messages}}]}
+        )
+    )
+
+    lines = sorted(uploaded_lines(eastus, body["fileId"]), key=lambda line: line["custom_id"])
+    assert [line["custom_id"] for line in lines] == ["mine", "request-1"]
+    assert {line["body"]["model"] for line in lines} == {"gpt-4o-batch"}
+    assert {(line["method"], line["url"]) for line in lines} == {("POST", "/chat/completions")}
+
+
+def test_prompts_become_lines_from_the_jobs_attributes(eastus: DataPlane) -> None:
+    assert patch_job(JOB, {"attributes": {"systemPrompt": "Answer in French.", "maxTokens": 50}}).status_code == 200
+
+    body = created(
+        post_input(
+            {"prompts": [{"user": "Hi"}, {"id": "q2", "user": "Bye", "system": "Be terse."}], "temperature": 0.2}
+        )
+    )
+
+    lines = {line["custom_id"]: line["body"] for line in uploaded_lines(eastus, body["fileId"])}
+    assert lines["prompt-1"]["messages"] == [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": "Hi"},
+    ]
+    assert lines["q2"]["messages"][0] == {"role": "system", "content": "Be terse."}
+    assert {b["max_tokens"] for b in lines.values()} == {50}
+    assert {b["temperature"] for b in lines.values()} == {0.2}
+    assert {b["model"] for b in lines.values()} == {"gpt-4o-batch"}
+
+
+def line(custom_id: str = "a", **changes: Any) -> dict[str, Any]:
+    base = {"custom_id": custom_id, "method": "POST", "url": "/chat/completions"}
+    base["body"] = {"model": "gpt-4o-batch", "messages": [{"role": "user", "content": "hi"}]}
+    return {**base, **changes}
+
+
+def test_an_invalid_input_lists_its_problems_by_line_and_uploads_nothing(emulator: RunningEmulator) -> None:
+    lines = [
+        json.dumps(line("a")),
+        "{not json",
+        json.dumps(line("a")),  # a duplicate id
+        json.dumps(line("b", method="GET")),
+        json.dumps(line("c", url="/embeddings")),
+        json.dumps(line("d", body={"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]})),
+        json.dumps(line("e", body={"messages": []})),
+        "[1, 2]",
+        json.dumps({"method": "POST", "url": "/chat/completions", "body": {}}),
+    ]
+
+    response = post_input(jsonl="\n".join(lines).encode())
+
+    problem = assert_problem(
+        response,
+        400,
+        "line 2.line",
+        "line 3.custom_id",
+        "line 4.method",
+        "line 5.url",
+        "line 6.body.model",
+        "line 7.body.messages",
+        "line 8.line",
+        "line 9.custom_id",
+    )
+    assert (problem["code"], problem["problemCount"]) == ("invalid-input", 8)
+    assert problem["problems"][0] == {"line": 2, "field": "line", "message": "is not valid JSON"}
+    assert emulator.requests_log(service="openai", route="files.upload") == []
+    assert list(services.staging().container.list_blobs(name_starts_with="inputs/")) == []
+
+
+def test_more_than_100000_requests_is_refused_naming_the_limit(emulator: RunningEmulator) -> None:
+    prompts = [{"user": "x"} for _ in range(100_001)]
+
+    problem = assert_problem(post_input({"prompts": prompts}), 400, "prompts")
+
+    assert "100,000" in json.dumps(problem)
+    assert emulator.requests_log(service="openai", route="files.upload") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"requests": [], "prompts": []}, "body"),
+        ({}, "body"),
+        ({"requests": []}, "requests"),
+        ({"prompts": [{"user": "x"}], "maxTokens": 0}, "maxTokens"),
+        ({"prompts": [{"user": "x"}], "model": "gpt-4o"}, "model"),
+        ({"blobUrl": "http://acct.blob.core.windows.net/c/b"}, "blobUrl"),
+        ({"blobUrl": "https://evil.example.com/c/b"}, "blobUrl"),
+        ({"blobUrl": "https://acct.blob.core.windows.net/c/b?sv=2024&sig=x"}, "blobUrl"),
+        ({"blobUrl": "https://acct.blob.core.windows.net/only-a-container"}, "blobUrl"),
+    ],
+)
+def test_bad_input_requests_are_400_naming_the_field(body: dict[str, Any], field: str) -> None:
+    assert_problem(post_input(body), 400, field)
+
+
+def test_inputs_are_for_batch_jobs_and_jsonl_or_json_bodies() -> None:
+    assert_problem(post_input({"prompts": [{"user": "x"}]}, job="gpt-4o"), 409)
+    assert_problem(post_input(jsonl=b"x", content_type="text/plain"), 415, "Content-Type")
+    assert_problem(call_http("get_input", "GET", "inputs/nope", route_params={"inputId": "nope"}), 400, "id")
+    assert_problem(call_http("get_input", "GET", "inputs/" + "0" * 32, route_params={"inputId": "0" * 32}), 404)
+
+
+# Pre-flight: what a run names as its input is checked before any orchestration starts ------------------------------
+
+
+def start(body: dict[str, Any], job: str = JOB) -> func.HttpResponse:
+    # The client binding points at a port nobody listens on: a start that passed pre-flight would show as 500.
+    return call_http("start_run", "POST", f"jobs/{job}/runs", body=body, route_params={"externalId": job})
+
+
+def test_an_unknown_file_id_is_404_naming_it() -> None:
+    problem = assert_problem(start({"inputFileId": "file-doesnotexist"}), 404, "inputFileId")
+    assert "belong to the resource" in problem["detail"]
+
+
+def test_a_file_of_another_purpose_is_400_naming_it(eastus: DataPlane) -> None:
+    file_id = eastus.upload(batch_lines(2), purpose="fine-tune")["id"]
+
+    assert_problem(start({"inputFileId": file_id}), 400, "inputFileId")
+
+
+def test_a_file_still_processing_is_409(emulator: RunningEmulator, eastus: DataPlane) -> None:
+    emulator.set_speeds(RESOURCE, fileProcessingSeconds=3600)
+    file_id = eastus.upload(batch_lines(2))["id"]
+
+    problem = assert_problem(start({"inputFileId": file_id}), 409, "inputFileId")
+    assert problem["code"] == "input-file-not-ready"
+
+
+def test_a_missing_secret_is_404_naming_it() -> None:
+    assert_problem(start({"inputFileSecret": "no-such-secret"}), 404, "inputFileSecret")
+
+
+def test_an_unknown_input_is_404_and_one_of_another_job_409(eastus: DataPlane) -> None:
+    other = created(post_input({"prompts": [{"user": "x"}]}, job="gpt-4o-mini-dz-batch::batch"))
+
+    assert_problem(start({"inputId": "0" * 32}), 404, "inputId")
+    assert_problem(start({"inputId": other["id"]}), 409, "inputId")
+    assert_problem(start({"inputId": "not-an-id"}), 400, "inputId")
+    assert_problem(start({"inputId": other["id"], "inputFileId": "file-x"}), 400, "inputId")
