@@ -46,7 +46,19 @@ class App:
             timeout=30,
         )
         assert response.status_code == 201, response.text
-        return str(response.json()["id"])
+        file_id = str(response.json()["id"])
+
+        def processed() -> bool:  # as a user's SDK waits before starting a batch with it
+            found = requests.get(
+                f"{target['endpoint']}/openai/files/{file_id}",
+                params={"api-version": "2024-10-21"},
+                headers={"api-key": target["apiKey"]},
+                timeout=30,
+            )
+            return bool(found.json()["status"] == "processed")
+
+        wait_for(processed, timeout=60, interval=0.05, what=f"file {file_id} to be processed")
+        return file_id
 
     def start(self, external_id: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.call("POST", f"jobs/{external_id}/runs", json=body)

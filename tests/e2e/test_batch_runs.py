@@ -26,13 +26,16 @@ def test_batch_run_succeeds_with_the_five_outputs_of_azures_batch(app: App) -> N
     batch = batches[0]
     assert batch["metadata"] == {"team": "e2e", "runId": run["id"], "runAttempt": "1"}
     assert (run["status"], run["azureStatus"], run["runId"]) == ("Success", "completed", batch["id"])
-    assert run["outputs"] == {
+    seed_outputs = {
         "output_file_id": batch["output_file_id"],
         "error_file_id": batch["error_file_id"],
         "request_counts_total": 12,
         "request_counts_completed": 12,
         "request_counts_failed": 0,
     }
+    assert {name: run["outputs"][name] for name in seed_outputs} == seed_outputs
+    usage = run["outputs"]
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     assert run["failure"] is None
     assert run["monitorUrl"].endswith(f"/accounts/{RESOURCE}/overview")
 
@@ -94,14 +97,15 @@ def test_cancel_before_the_batch_exists_creates_none(app: App, emulator: Running
     assert app.batches_of(started["id"]) == []
 
 
-def test_file_of_another_resource_fails_with_input_file_not_found_and_hint(app: App) -> None:
+def test_file_of_another_resource_is_refused_before_the_run_starts(app: App) -> None:
     foreign = app.upload(batch_lines(2, "gpt-4o-mini-batch"), resource="aoai-devstack-swedencentral")
 
-    run = app.wait(app.start(JOB, {"inputFileId": foreign})["id"])
+    response = app.call("POST", f"jobs/{JOB}/runs", json={"inputFileId": foreign})
 
-    assert run["status"] == "Failed"
-    assert run["failure"]["code"] == "input_file_not_found"
-    assert "scoped to the Azure OpenAI resource" in run["failure"]["hint"]
+    assert response.status_code == 404, response.text
+    assert response.json()["errors"] == [{"field": "inputFileId", "message": "is not a file of the job's resource"}]
+    assert "belong to the resource that uploaded them" in response.json()["detail"]
+    assert app.emulator.batches(RESOURCE) == []
 
 
 def test_exhausted_token_quota_shows_starting_then_succeeds_once_it_frees(app: App, emulator: RunningEmulator) -> None:

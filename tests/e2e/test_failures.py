@@ -4,25 +4,35 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from tests.conftest import RunningEmulator
 from tests.e2e.conftest import App
 
 JOB = "gpt-4o-batch::batch"
 INTERNALS = ("Traceback", "Exception", "Stack:", "wwwroot", ".py", "RpcException", "\n")
 
 
-def test_a_missing_key_vault_secret_fails_the_run_naming_the_secret_in_a_sentence(app: App) -> None:
-    run = app.wait(app.start(JOB, {"inputFileSecret": "no-such-secret"})["id"])
+def test_a_secret_holding_no_file_id_fails_the_run_in_a_sentence_without_the_value(
+    app: App, emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from azure.identity import ManagedIdentityCredential
+    from azure.keyvault.secrets import SecretClient
+
+    vault = emulator.endpoints["keyVault"]
+    monkeypatch.setenv("IDENTITY_ENDPOINT", emulator.endpoints["identity"]["endpoint"])
+    monkeypatch.setenv("IDENTITY_HEADER", emulator.endpoints["identity"]["header"])
+    SecretClient(
+        vault["url"], ManagedIdentityCredential(), verify_challenge_resource=False, connection_verify=vault["caBundle"]
+    ).set_secret("not-a-file", "not-a-file-id")
+
+    run = app.wait(app.start(JOB, {"inputFileSecret": "not-a-file"})["id"])
 
     failure = run["failure"]
-    assert (run["status"], failure["code"], failure["param"]) == (
-        "Failed",
-        "input_secret_unavailable",
-        "inputFileSecret",
-    )
-    assert failure["message"] == "Key Vault secret 'no-such-secret' was not found in the vault"
-    for internal in INTERNALS:
+    assert (run["status"], failure["code"]) == ("Failed", "invalid_request")
+    assert failure["message"] == "Invalid file id '<input file id>'."
+    for internal in (*INTERNALS, "not-a-file-id"):
         assert internal not in json.dumps(run)
-    assert app.batches_of(run["id"]) == []
 
 
 def test_a_malformed_run_id_is_400_not_a_look_into_the_task_hub(app: App) -> None:
