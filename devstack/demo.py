@@ -1,9 +1,9 @@
 """`make demo`: the main job, run as a user would, against the local stack.
 
-Imports deployments through the HTTP API, uploads a sample JSONL to the emulated resource, stores its file id in
-the emulated Key Vault, starts `<deployment>::batch` with the secret reference, shows progress, prints the final run
-and the first lines of the output file, then cancels a second run. Exits 0 only if the run reached Success with
-the expected outputs.
+Over the app's HTTP API only (no SDK in the path): imports deployments, builds an input from prompts (checked,
+staged and uploaded by the app), starts `<deployment>::batch` with it, shows progress, prints the final run with its
+usage and cost, reads the answers from the results API, then cancels a second run. Exits 0 only if the run reached
+Success with one answer per prompt.
 """
 
 from __future__ import annotations
@@ -18,12 +18,9 @@ from typing import Any
 
 import requests
 
-from devstack.inputs import InputError, store_secret, upload_input
-
 ROOT = Path(__file__).resolve().parent.parent
 RESOURCE = "aoai-devstack-eastus"
 DEPLOYMENT = "gpt-4o-batch"
-SECRET = "demo-batch-input-file"
 REQUESTS = 40
 TIME_SCALE = 20.0
 
@@ -33,14 +30,12 @@ class DemoFailed(RuntimeError):
 
 
 class Stack:
-    """What the demo talks to, read from .devstack/endpoints.json."""
+    """What the demo talks to, read from .devstack/endpoints.json: the app's HTTP API, and nothing else."""
 
     def __init__(self, endpoints: dict[str, Any]) -> None:
-        self.endpoints = endpoints
         self.api = endpoints["functions"]["baseUrl"].rstrip("/") + "/api"
         self.http = requests.Session()
         self.http.headers["x-functions-key"] = endpoints["functions"]["key"]
-        self.openai = endpoints["openai"][RESOURCE]
 
     def call(self, method: str, path: str, expect: int, **kwargs: Any) -> Any:
         response = self.http.request(method, f"{self.api}/{path}", timeout=60, **kwargs)
@@ -48,38 +43,19 @@ class Stack:
             raise DemoFailed(f"{method} /api/{path} answered {response.status_code}: {response.text}")
         return response.json() if response.content else None
 
-    def upload_sample(self) -> str:
-        lines = []
-        for i in range(REQUESTS):
-            prompt = f"Write a one-line product description for gadget #{i}."
-            lines.append(
-                json.dumps(
-                    {
-                        "custom_id": f"gadget-{i}",
-                        "method": "POST",
-                        "url": "/chat/completions",
-                        "body": {
-                            "model": DEPLOYMENT,
-                            "messages": [{"role": "user", "content": prompt}],
-                            "max_tokens": 60,
-                        },
-                    }
-                )
-            )
-        return upload_input(self.endpoints, ("\n".join(lines) + "\n").encode(), "gadgets.jsonl", RESOURCE)
-
-    def store_secret(self, name: str, value: str) -> None:
-        store_secret(self.endpoints, name, value)
-
-    def output_lines(self, file_id: str, count: int) -> list[dict[str, Any]]:
-        response = requests.get(
-            f"{self.openai['endpoint']}/openai/files/{file_id}/content",
-            params={"api-version": "2024-10-21"},
-            headers={"api-key": self.openai["apiKey"]},
-            timeout=60,
-        )
-        response.raise_for_status()
-        return [json.loads(line) for line in response.text.splitlines()[:count]]
+    def results(self, run_id: str, **params: str) -> tuple[list[dict[str, Any]], int]:
+        """Every result of the run, following the results' Link headers; and how many pages it took."""
+        found: list[dict[str, Any]] = []
+        url: str | None = f"{self.api}/runs/{run_id}/results"
+        pages = 0
+        while url:
+            response = self.http.get(url, params=params if pages == 0 else None, timeout=60)
+            if response.status_code != 200:
+                raise DemoFailed(f"GET {url} answered {response.status_code}: {response.text}")
+            found += [json.loads(line) for line in response.text.splitlines()]
+            pages += 1
+            url = response.links.get("next", {}).get("url")
+        return found, pages
 
 
 def progress_bar(run: dict[str, Any], width: int = 30) -> str:
@@ -107,6 +83,7 @@ def wait_for_end(stack: Stack, run_id: str, timeout: float = 300) -> dict[str, A
 
 
 def scenario(stack: Stack) -> None:
+    job_id = f"{DEPLOYMENT}::batch"
     print("1. Import the resource's deployments as jobs", flush=True)
     counts = stack.call("POST", "jobs/import", 200)
     print(
@@ -114,31 +91,44 @@ def scenario(stack: Stack) -> None:
         f"skipped {counts['skipped']}",
         flush=True,
     )
-    job = stack.call("GET", f"jobs/{DEPLOYMENT}::batch", 200)
+    job = stack.call("GET", f"jobs/{job_id}", 200)
     print(f"   {job['externalId']}: {job['jobTypeName']}, SKU {job['sku']}, status {job['status']}", flush=True)
 
-    print(f"2. Upload {REQUESTS} requests to {RESOURCE} and keep the file id in Key Vault as '{SECRET}'", flush=True)
-    file_id = stack.upload_sample()
-    stack.store_secret(SECRET, file_id)
-    print(f"   file {file_id} → secret {SECRET}", flush=True)
+    print(f"2. Build an input of {REQUESTS} prompts with the job's system prompt", flush=True)
+    attributes = {"systemPrompt": "You write one-line product descriptions.", "maxTokens": 60}
+    stack.call("PATCH", f"jobs/{job_id}", 200, json={"attributes": attributes})
+    prompts = [{"id": f"gadget-{i}", "user": f"Describe gadget #{i}."} for i in range(REQUESTS)]
+    built = stack.call("POST", f"jobs/{job_id}/inputs", 201, json={"prompts": prompts})
+    print(
+        f"   input {built['id']}: {built['requests']} requests, {built['bytes']:,} bytes, about "
+        f"{built['estimatedTokens']:,} prompt tokens, uploaded as {built['fileId']} ({built['status']})",
+        flush=True,
+    )
 
-    print(f"3. Run {DEPLOYMENT}::batch with the secret reference", flush=True)
+    print(f"3. Run {job_id} with that input", flush=True)
     started = stack.call(
-        "POST", f"jobs/{DEPLOYMENT}::batch/runs", 202, json={"inputFileSecret": SECRET, "metadata": {"purpose": "demo"}}
+        "POST", f"jobs/{job_id}/runs", 202, json={"inputId": built["id"], "metadata": {"purpose": "demo"}}
     )
     print(f"   run {started['id']}", flush=True)
     run = wait_for_end(stack, started["id"])
     print(json.dumps(run, indent=2), flush=True)
     outputs = run["outputs"]
-    if run["status"] != "Success" or outputs["request_counts_completed"] != REQUESTS or not outputs["output_file_id"]:
+    if run["status"] != "Success" or outputs["request_counts_completed"] != REQUESTS or not outputs["total_tokens"]:
         raise DemoFailed(f"the run ended {run['status']} with outputs {outputs}")
-    print("   first lines of the output file:", flush=True)
-    for line in stack.output_lines(outputs["output_file_id"], 3):
-        reply = line["response"]["body"]["choices"][0]["message"]["content"]
-        print(f"   {line['custom_id']}: {reply}", flush=True)
+    cost = outputs.get("estimatedCost")
+    spent = f"{cost['amount']:.6f} {cost['currency']}" if cost else "no price configured"
+    print(f"   used {outputs['total_tokens']:,} tokens ({outputs['cached_tokens']:,} cached prompt tokens): {spent}")
 
-    print("4. Start a second run and cancel it", flush=True)
-    second = stack.call("POST", f"jobs/{DEPLOYMENT}::batch/runs", 202, json={"inputFileSecret": SECRET})
+    print("4. Read the answers (the results API, a page at a time)", flush=True)
+    answers, pages = stack.results(started["id"], top="15")
+    if sorted(a["custom_id"] for a in answers) != sorted(p["id"] for p in prompts):
+        raise DemoFailed(f"the results hold {len(answers)} answers, not one per prompt")
+    for answer in sorted(answers, key=lambda a: int(a["custom_id"].split("-")[1]))[:3]:
+        print(f"   {answer['custom_id']}: {answer['content']}", flush=True)
+    print(f"   {len(answers)} answers in {pages} pages", flush=True)
+
+    print("5. Start a second run with the same input and cancel it", flush=True)
+    second = stack.call("POST", f"jobs/{job_id}/runs", 202, json={"inputId": built["id"]})
     time.sleep(1.0)
     stack.call("POST", f"runs/{second['id']}/cancel", 202)
     cancelled = wait_for_end(stack, second["id"])
@@ -168,7 +158,7 @@ def main(state_dir: Path = Path(".devstack"), time_scale: float = TIME_SCALE) ->
             time.sleep(0.3)
         scenario(Stack(json.loads(endpoints_file.read_text())))
         return 0
-    except (DemoFailed, InputError, requests.RequestException) as exc:
+    except (DemoFailed, requests.RequestException) as exc:
         print(f"Demo failed: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
