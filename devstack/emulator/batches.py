@@ -14,7 +14,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from devstack.emulator.completions import CompletionResult, chat_request_problem, complete, request_tokens
+from devstack.emulator.completions import (
+    CHAT_PROMPT_CACHE_IDLE_SECONDS,
+    CompletionResult,
+    PromptCache,
+    chat_request_problem,
+    complete,
+    request_tokens,
+)
 from devstack.emulator.config import Deployment, EmulatorConfig, Resource, Speeds
 
 BATCH_STATUSES = (
@@ -173,6 +180,13 @@ class ResourceState:
         self.config = config
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, Batch] = {}
+        self.chat_prompt_caches: dict[str, PromptCache] = {}
+
+    def chat_prompt_cache(self, deployment: str, now: float) -> PromptCache:
+        """The prompt cache of a chat deployment, rid of prefixes idle too long by emulated time `now`."""
+        cache = self.chat_prompt_caches.setdefault(deployment, PromptCache(CHAT_PROMPT_CACHE_IDLE_SECONDS))
+        cache.forget_idle(now)
+        return cache
 
     # Files -----------------------------------------------------------------------------------------------------
     def add_file(self, filename: str, purpose: str, content: bytes, now: float) -> StoredFile:
@@ -423,10 +437,12 @@ def validate_input(
             )
         ]
     ordered = sorted(requests, key=lambda item: hashlib.sha256(item[1]["custom_id"].encode()).digest())
+    # Requests run in this order; each finds in the cache the prompt prefixes of those run before it in the batch.
+    prompt_cache = PromptCache()
     tasks = [
         Task(
             line["custom_id"],
-            _task_result(deployment, line["body"], at, config),
+            _task_result(deployment, line["body"], at, config, prompt_cache),
             str(uuid.uuid5(uuid.NAMESPACE_OID, f"{line['custom_id']}/{at}")),
         )
         for _, line in ordered
@@ -434,7 +450,9 @@ def validate_input(
     return tasks, []
 
 
-def _task_result(deployment: Deployment, body: dict[str, Any], at: float, config: EmulatorConfig) -> CompletionResult:
+def _task_result(
+    deployment: Deployment, body: dict[str, Any], at: float, config: EmulatorConfig, prompt_cache: PromptCache
+) -> CompletionResult:
     problem = chat_request_problem(body)
     if problem is not None:
         param, message = problem
@@ -449,7 +467,7 @@ def _task_result(deployment: Deployment, body: dict[str, Any], at: float, config
                 }
             },
         )
-    return complete(deployment, body, int(at), config.line_failures)
+    return complete(deployment, body, int(at), config.line_failures, prompt_cache)
 
 
 def _line_schema_problem(line: Any) -> str | None:

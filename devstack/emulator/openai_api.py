@@ -268,7 +268,9 @@ class DataPlane:
         if problem is not None:
             param, message = problem
             return openai_error(400, "invalid_request_error", message, param=param, type_="invalid_request_error")
-        result = complete(deployment, body, int(self.state.clock.now()), self.state.config.line_failures)
+        now = self.state.clock.now()
+        prompt_cache = resource.chat_prompt_cache(name, now)
+        result = complete(deployment, body, int(now), self.state.config.line_failures, prompt_cache, now)
         return web.json_response(result.body, status=result.status_code)
 
     async def unknown_route(self, request: web.Request) -> web.Response:
