@@ -55,7 +55,7 @@ class StoredFile:
     id: str
     filename: str
     purpose: str
-    content: bytes
+    content: bytes | bytearray  # an upload is stored in the buffer it was read into
     created_at: int
     processed_at: float
 
@@ -189,7 +189,7 @@ class ResourceState:
         return cache
 
     # Files -----------------------------------------------------------------------------------------------------
-    def add_file(self, filename: str, purpose: str, content: bytes, now: float) -> StoredFile:
+    def add_file(self, filename: str, purpose: str, content: bytes | bytearray, now: float) -> StoredFile:
         """Stores an upload; it reads as `pending` for the resource's file-processing time."""
         processed_at = now + (self.resource.speeds.file_processing_seconds if purpose == "batch" else 0.0)
         stored = StoredFile(new_file_id(), filename, purpose, content, int(now), processed_at)
@@ -211,6 +211,8 @@ class ResourceState:
             empty_file_ids=self.config.empty_file_ids,
         )
         stored = self.files.get(input_file_id)
+        if stored is not None and stored.status(now) != "processed":
+            raise BatchRequestError("invalid_request", not_processed_message(stored, now), "input_file_id")
         if stored is not None:
             deployment, tokens = _enqueued_tokens(stored.content)
             target = self.resource.deployment(deployment) if deployment else None
@@ -337,7 +339,7 @@ class ResourceState:
 
 
 def validate_input(
-    content: bytes, endpoint: str, resource: Resource, config: EmulatorConfig, at: float
+    content: bytes | bytearray, endpoint: str, resource: Resource, config: EmulatorConfig, at: float
 ) -> tuple[list[Task], list[dict[str, Any]]]:
     """The tasks of a batch input file, or the validation errors that fail the batch (code, message, line)."""
     if not content.strip():
@@ -531,7 +533,7 @@ def _batch_request(body: Any) -> tuple[str, str, str, dict[str, str] | None]:
     return input_file_id, str(endpoint), str(window), metadata
 
 
-def _enqueued_tokens(content: bytes) -> tuple[str | None, int]:
+def _enqueued_tokens(content: bytes | bytearray) -> tuple[str | None, int]:
     """The deployment a batch input file targets and the prompt tokens it would enqueue (lenient: best effort)."""
     models: set[str] = set()
     tokens = 0
@@ -545,6 +547,14 @@ def _enqueued_tokens(content: bytes) -> tuple[str | None, int]:
             models.add(body["model"])
             tokens += request_tokens(body)
     return (models.pop() if len(models) == 1 else None), tokens
+
+
+def not_processed_message(stored: StoredFile, now: float) -> str:
+    # Azure's exact text is not documented; this says what it means and what to do.
+    return (
+        f"The input file '{stored.id}' has not been processed yet (status '{stored.status(now)}'). "
+        "Wait until the file's status is 'processed', then create the batch."
+    )
 
 
 def _token_limit_message(deployment: Deployment) -> str:

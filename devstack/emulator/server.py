@@ -22,6 +22,9 @@ from devstack.emulator.state import EmulatorState
 from devstack.plumbing import bind_socket, write_json_atomically
 
 UPLOAD_LIMIT = 256 * 1024 * 1024
+# Every handler answers in milliseconds; what a stop would otherwise wait for is aiohttp reading and dropping the rest
+# of an upload answered early (too large), for up to 10 s even when its client has gone.
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -121,7 +124,9 @@ async def serve(options: Options) -> None:
         main_sock.close()
         raise
     tls, ca_bundle = issue_tls(options.state_dir)
-    runners = [web.AppRunner(main_app, access_log=None), web.AppRunner(vault_app, access_log=None)]
+    runners = [
+        web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS) for app in (main_app, vault_app)
+    ]
     for runner in runners:
         await runner.setup()
     await web.SockSite(runners[0], main_sock).start()
