@@ -36,6 +36,7 @@ from azure.data.tables import TableServiceClient
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import start_azurite, start_emulators, stop
+from devstack.inputs import upload_input
 from shared.azure_openai import AzureOpenAIClient
 from shared.batch_run import RUN_ATTEMPT_METADATA, RUN_ID_METADATA, Submit
 from shared.batching import SubmitUnknown, submit
@@ -114,17 +115,10 @@ def burst(
     client = AzureOpenAIClient(resource["endpoint"], "2024-10-21", api_key=resource["apiKey"])
     line = {"custom_id": "1", "method": "POST", "url": "/chat/completions"}
     line |= {"body": {"model": DEPLOYMENT, "messages": [{"role": "user", "content": "hi"}]}}
-    upload = requests.post(
-        f"{resource['endpoint']}/openai/files",
-        params={"api-version": "2024-10-21"},
-        headers={"api-key": resource["apiKey"]},
-        data={"purpose": "batch"},
-        files={"file": ("input.jsonl", json.dumps(line) + "\n")},
-        timeout=30,
-    )
-    upload.raise_for_status()
+    # Waits until the file reads `processed`: Azure refuses a batch from a file still `pending`.
+    input_file_id = upload_input(endpoints, (json.dumps(line) + "\n").encode(), "input.jsonl", RESOURCE)
     now = datetime.now(UTC)
-    steps = [step_for(n, upload.json()["id"], now) for n in range(runs)]
+    steps = [step_for(n, input_file_id, now) for n in range(runs)]
     if lose:
         rule = {"service": "openai", "route": "batches.create", "status": 500, "afterHandler": True, "times": runs}
         requests.post(f"{control}/faults", json=rule, timeout=10).raise_for_status()

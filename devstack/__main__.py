@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "--state-dir",
         type=Path,
         default=Path(".devstack"),
-        help="where endpoints.json and the Key Vault CA bundle are written",
+        help="where endpoints.json, the local CA bundle and the localhost certificate it issued are written",
     )
     emulators.add_argument(
         "--endpoints-file",
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     if args.command == "up":
-        from devstack.stack import StackOptions, up
+        from devstack.stack import USER_STORAGE_PORT, StackOptions, up
 
         functions_port = args.functions_port
         if functions_port is None:
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                 config=args.config,
                 functions_port=None if args.no_functions else functions_port,
                 app=args.app,
+                user_storage_port=0 if args.port == 0 else USER_STORAGE_PORT,
             )
         )
     if args.command == "emulators":

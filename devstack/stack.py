@@ -1,5 +1,5 @@
-"""`python -m devstack up`: Azurite, the Azure emulators and the local Functions host together, in the foreground,
-on one virtual clock."""
+"""`python -m devstack up`: Azurite, the Azure emulators, a user's storage account and the local Functions host
+together, in the foreground, on one virtual clock."""
 
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from devstack.plumbing import write_json_atomically
 ROOT = Path(__file__).resolve().parent.parent
 # Azurite's default ports, so the sample settings' `UseDevelopmentStorage=true` reaches it.
 AZURITE_PORTS = azurite.AzuritePorts(blob=10000, queue=10001, table=10002)
+# The user-storage Azurite (HTTPS, bearer tokens) takes the next port.
+USER_STORAGE_PORT = 10003
 
 
 @dataclass
@@ -32,6 +34,7 @@ class StackOptions:
     config: Path | None = None
     functions_port: int | None = 7071  # None: no Functions host
     app: Path | None = None
+    user_storage_port: int = USER_STORAGE_PORT  # 0: any free port
 
 
 class StackError(RuntimeError):
@@ -73,6 +76,27 @@ def up(options: StackOptions) -> int:
         _wait(endpoints_file.exists, "the emulators", state_dir / "emulators.log", processes[1])
         endpoints = json.loads(endpoints_file.read_text())
         endpoints["storage"] = {"connectionString": azurite.connection_string(AZURITE_PORTS)}
+        # A user's storage account: Azurite's blob service over HTTPS with the emulators' certificate, taking bearer
+        # tokens (`--oauth basic`) as Azure Storage takes the app's managed-identity tokens.
+        user_storage_dir = state_dir / "user-storage"
+        user_storage_dir.mkdir(exist_ok=True)
+        user_storage_port = options.user_storage_port or azurite.free_port()
+        tls = endpoints["tls"]
+        user_storage_command = azurite.user_storage_command(
+            user_storage_port, Path(tls["certificate"]), Path(tls["privateKey"]), user_storage_dir
+        )
+        processes.append(_start("user-storage", user_storage_command, state_dir, env))
+        _wait(
+            lambda: azurite.user_storage_answers(user_storage_port, Path(tls["caBundle"])),
+            "the user-storage Azurite",
+            state_dir / "user-storage.log",
+            processes[-1],
+        )
+        endpoints["userStorage"] = {
+            "blobEndpoint": azurite.user_storage_endpoint(user_storage_port),
+            "connectionString": azurite.user_storage_connection_string(user_storage_port),
+            "caBundle": tls["caBundle"],
+        }
         write_json_atomically(endpoints_file, endpoints)
         host = None
         if options.functions_port is not None:
@@ -81,6 +105,11 @@ def up(options: StackOptions) -> int:
         print(
             f"  Azurite       blob {AZURITE_PORTS.blob}, queue {AZURITE_PORTS.queue}, table {AZURITE_PORTS.table}"
             f"  (UseDevelopmentStorage=true), data in {storage_dir}",
+            flush=True,
+        )
+        print(
+            f"  User storage  {endpoints['userStorage']['blobEndpoint']}  (HTTPS, bearer tokens or the account key;"
+            f" CA bundle {endpoints['userStorage']['caBundle']}), data in {user_storage_dir}",
             flush=True,
         )
         print((state_dir / "emulators.log").read_text().rstrip(), flush=True)

@@ -215,6 +215,54 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningAzurite
         process.kill()
 
 
+@dataclass
+class RunningUserStorage:
+    """A user's storage account as the app meets it in Azure: blob over HTTPS (a certificate from the emulators' local
+    CA) that accepts bearer tokens from the identity emulator, as well as the account key."""
+
+    process: subprocess.Popen[bytes]
+    blob_endpoint: str  # https://127.0.0.1:<port>/devstoreaccount1 (https://<account>.blob.core.windows.net in Azure)
+    connection_string: str  # account key over HTTPS: for putting test data there
+    ca_bundle: str  # the emulators' CA: what REQUESTS_CA_BUNDLE / connection_verify must trust
+
+    def blob_url(self, container: str, name: str) -> str:
+        return f"{self.blob_endpoint}/{container}/{name}"
+
+
+@pytest.fixture(scope="session")
+def user_storage(
+    emulator_process: RunningEmulator, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningUserStorage]:
+    """A second Azurite, blob only and in memory, with the shared emulator's TLS certificate and `--oauth basic`, as
+    `python -m devstack up` publishes it under "userStorage"."""
+    from devstack import azurite as azurite_cli
+
+    tls = emulator_process.endpoints["tls"]
+    port = azurite_cli.free_port()
+    log = tmp_path_factory.mktemp("user-storage") / "azurite.log"
+    command = azurite_cli.user_storage_command(port, Path(tls["certificate"]), Path(tls["privateKey"]))
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"user-storage azurite exited: {log.read_text()}")
+        return azurite_cli.user_storage_answers(port, Path(tls["caBundle"]))
+
+    wait_for(ready, timeout=60, interval=0.2, what="the user-storage Azurite")
+    yield RunningUserStorage(
+        process,
+        azurite_cli.user_storage_endpoint(port),
+        azurite_cli.user_storage_connection_string(port),
+        tls["caBundle"],
+    )
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 @pytest.fixture
 def app_settings(
     emulator: RunningEmulator, azurite: RunningAzurite, monkeypatch: pytest.MonkeyPatch

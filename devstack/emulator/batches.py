@@ -14,7 +14,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from devstack.emulator.completions import CompletionResult, chat_request_problem, complete, request_tokens
+from devstack.emulator.completions import (
+    CHAT_PROMPT_CACHE_IDLE_SECONDS,
+    CompletionResult,
+    PromptCache,
+    chat_request_problem,
+    complete,
+    request_tokens,
+)
 from devstack.emulator.config import Deployment, EmulatorConfig, Resource, Speeds
 
 BATCH_STATUSES = (
@@ -48,7 +55,7 @@ class StoredFile:
     id: str
     filename: str
     purpose: str
-    content: bytes
+    content: bytes | bytearray  # an upload is stored in the buffer it was read into
     created_at: int
     processed_at: float
 
@@ -173,9 +180,16 @@ class ResourceState:
         self.config = config
         self.files: dict[str, StoredFile] = {}
         self.batches: dict[str, Batch] = {}
+        self.chat_prompt_caches: dict[str, PromptCache] = {}
+
+    def chat_prompt_cache(self, deployment: str, now: float) -> PromptCache:
+        """The prompt cache of a chat deployment, rid of prefixes idle too long by emulated time `now`."""
+        cache = self.chat_prompt_caches.setdefault(deployment, PromptCache(CHAT_PROMPT_CACHE_IDLE_SECONDS))
+        cache.forget_idle(now)
+        return cache
 
     # Files -----------------------------------------------------------------------------------------------------
-    def add_file(self, filename: str, purpose: str, content: bytes, now: float) -> StoredFile:
+    def add_file(self, filename: str, purpose: str, content: bytes | bytearray, now: float) -> StoredFile:
         """Stores an upload; it reads as `pending` for the resource's file-processing time."""
         processed_at = now + (self.resource.speeds.file_processing_seconds if purpose == "batch" else 0.0)
         stored = StoredFile(new_file_id(), filename, purpose, content, int(now), processed_at)
@@ -197,6 +211,8 @@ class ResourceState:
             empty_file_ids=self.config.empty_file_ids,
         )
         stored = self.files.get(input_file_id)
+        if stored is not None and stored.status(now) != "processed":
+            raise BatchRequestError("invalid_request", not_processed_message(stored, now), "input_file_id")
         if stored is not None:
             deployment, tokens = _enqueued_tokens(stored.content)
             target = self.resource.deployment(deployment) if deployment else None
@@ -323,7 +339,7 @@ class ResourceState:
 
 
 def validate_input(
-    content: bytes, endpoint: str, resource: Resource, config: EmulatorConfig, at: float
+    content: bytes | bytearray, endpoint: str, resource: Resource, config: EmulatorConfig, at: float
 ) -> tuple[list[Task], list[dict[str, Any]]]:
     """The tasks of a batch input file, or the validation errors that fail the batch (code, message, line)."""
     if not content.strip():
@@ -423,10 +439,12 @@ def validate_input(
             )
         ]
     ordered = sorted(requests, key=lambda item: hashlib.sha256(item[1]["custom_id"].encode()).digest())
+    # Requests run in this order; each finds in the cache the prompt prefixes of those run before it in the batch.
+    prompt_cache = PromptCache()
     tasks = [
         Task(
             line["custom_id"],
-            _task_result(deployment, line["body"], at, config),
+            _task_result(deployment, line["body"], at, config, prompt_cache),
             str(uuid.uuid5(uuid.NAMESPACE_OID, f"{line['custom_id']}/{at}")),
         )
         for _, line in ordered
@@ -434,7 +452,9 @@ def validate_input(
     return tasks, []
 
 
-def _task_result(deployment: Deployment, body: dict[str, Any], at: float, config: EmulatorConfig) -> CompletionResult:
+def _task_result(
+    deployment: Deployment, body: dict[str, Any], at: float, config: EmulatorConfig, prompt_cache: PromptCache
+) -> CompletionResult:
     problem = chat_request_problem(body)
     if problem is not None:
         param, message = problem
@@ -449,7 +469,7 @@ def _task_result(deployment: Deployment, body: dict[str, Any], at: float, config
                 }
             },
         )
-    return complete(deployment, body, int(at), config.line_failures)
+    return complete(deployment, body, int(at), config.line_failures, prompt_cache)
 
 
 def _line_schema_problem(line: Any) -> str | None:
@@ -513,7 +533,7 @@ def _batch_request(body: Any) -> tuple[str, str, str, dict[str, str] | None]:
     return input_file_id, str(endpoint), str(window), metadata
 
 
-def _enqueued_tokens(content: bytes) -> tuple[str | None, int]:
+def _enqueued_tokens(content: bytes | bytearray) -> tuple[str | None, int]:
     """The deployment a batch input file targets and the prompt tokens it would enqueue (lenient: best effort)."""
     models: set[str] = set()
     tokens = 0
@@ -527,6 +547,14 @@ def _enqueued_tokens(content: bytes) -> tuple[str | None, int]:
             models.add(body["model"])
             tokens += request_tokens(body)
     return (models.pop() if len(models) == 1 else None), tokens
+
+
+def not_processed_message(stored: StoredFile, now: float) -> str:
+    # Azure's exact text is not documented; this says what it means and what to do.
+    return (
+        f"The input file '{stored.id}' has not been processed yet (status '{stored.status(now)}'). "
+        "Wait until the file's status is 'processed', then create the batch."
+    )
 
 
 def _token_limit_message(deployment: Deployment) -> str:

@@ -21,6 +21,7 @@ from devstack.emulator.tokens import COGNITIVE_AUDIENCES, InvalidToken, bearer_t
 API_VERSION = "2024-10-21"
 UPLOAD_PURPOSES = {"fine-tune", "assistants", "batch"}
 MAX_BATCH_FILES = 500
+UPLOAD_CHUNK_BYTES = 256 * 1024
 KEY_DENIED = (
     "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key "
     "for an active subscription and use a correct regional API endpoint for your resource."
@@ -34,6 +35,22 @@ TOKEN_DENIED = (
 def not_found() -> ServiceError:
     # Azure's answer for an unknown route, a missing or an unsupported api-version alike.
     return ServiceError(openai_error(404, "404", "Resource not found"))
+
+
+async def read_upload(part: BodyPartReader, limit: int) -> bytearray | None:
+    """The bytes of an uploaded file, read a chunk at a time into the one buffer that is stored; None as soon as they
+    pass `limit` bytes (what was read is dropped, and the rest is never kept)."""
+    content = bytearray()
+    while chunk := await part.read_chunk(UPLOAD_CHUNK_BYTES):
+        if len(content) + len(chunk) > limit:
+            return None
+        content += chunk
+    return content
+
+
+def _size(limit: int) -> str:
+    mebibytes, rest = divmod(limit, 1024 * 1024)
+    return f"{mebibytes} MB" if mebibytes and not rest else f"{limit:,} bytes"
 
 
 def routes(state: EmulatorState) -> list[web.RouteDef]:
@@ -95,7 +112,9 @@ class DataPlane:
             return openai_error(
                 400, "invalidPayload", "The request must be multipart/form-data with 'purpose' and 'file'."
             )
-        purpose, filename, content = None, None, b""
+        purpose: str | None = None
+        filename: str | None = None
+        content = bytearray()
         reader = await request.multipart()
         async for part in reader:
             if not isinstance(part, BodyPartReader):
@@ -104,15 +123,16 @@ class DataPlane:
                 purpose = (await part.text()).strip()
             elif part.name == "file":
                 filename = part.filename or "file"
-                content = bytes(await part.read())
-                if len(content) > self.state.config.max_file_bytes:
+                limit = self.state.config.max_file_bytes
+                read = await read_upload(part, limit)
+                if read is None:
                     return openai_error(
                         400,
                         "invalidPayload",
-                        "The file exceeds the maximum upload size of "
-                        f"{self.state.config.max_file_bytes // (1024 * 1024)} MB.",
+                        f"The file exceeds the maximum upload size of {_size(limit)}.",
                         param="file",
                     )
+                content = read
         if purpose is None:
             return openai_error(400, "invalidPayload", "The 'purpose' field is required.", param="purpose")
         if purpose not in UPLOAD_PURPOSES:
@@ -268,7 +288,9 @@ class DataPlane:
         if problem is not None:
             param, message = problem
             return openai_error(400, "invalid_request_error", message, param=param, type_="invalid_request_error")
-        result = complete(deployment, body, int(self.state.clock.now()), self.state.config.line_failures)
+        now = self.state.clock.now()
+        prompt_cache = resource.chat_prompt_cache(name, now)
+        result = complete(deployment, body, int(now), self.state.config.line_failures, prompt_cache, now)
         return web.json_response(result.body, status=result.status_code)
 
     async def unknown_route(self, request: web.Request) -> web.Response:

@@ -22,6 +22,9 @@ from devstack.emulator.state import EmulatorState
 from devstack.plumbing import bind_socket, write_json_atomically
 
 UPLOAD_LIMIT = 256 * 1024 * 1024
+# Every handler answers in milliseconds; what a stop would otherwise wait for is aiohttp reading and dropping the rest
+# of an upload answered early (too large), for up to 10 s even when its client has gone.
+SHUTDOWN_GRACE_SECONDS = 2.0
 
 
 @dataclass
@@ -67,7 +70,27 @@ def build_apps(state: EmulatorState) -> tuple[web.Application, web.Application]:
     return main, vault
 
 
-def issue_tls(state_dir: Path) -> tuple[ssl.SSLContext, Path]:
+@dataclass(frozen=True)
+class LocalTls:
+    """The local CA (made at start) and the server certificate it issued for localhost, 127.0.0.1 and ::1.
+
+    Key Vault serves with it; other local HTTPS services (the user-storage Azurite of `up`) take its PEM files, so
+    that one CA bundle is all a client must trust."""
+
+    context: ssl.SSLContext
+    ca_bundle: Path
+    certificate: Path
+    private_key: Path
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "caBundle": str(self.ca_bundle.resolve()),
+            "certificate": str(self.certificate.resolve()),
+            "privateKey": str(self.private_key.resolve()),
+        }
+
+
+def issue_tls(state_dir: Path) -> LocalTls:
     """A CA and a server certificate for localhost, made at start; the CA bundle is what clients must trust."""
     authority = trustme.CA(organization_name="devstack local Key Vault CA")
     certificate = authority.issue_cert("localhost", "127.0.0.1", "::1")
@@ -76,10 +99,16 @@ def issue_tls(state_dir: Path) -> tuple[ssl.SSLContext, Path]:
     state_dir.mkdir(parents=True, exist_ok=True)
     bundle = state_dir / "keyvault-ca.pem"
     authority.cert_pem.write_to_path(str(bundle))
-    return context, bundle
+    chain = state_dir / "localhost-cert.pem"
+    chain.write_bytes(b"".join(pem.bytes() for pem in certificate.cert_chain_pems))
+    key = state_dir / "localhost-key.pem"
+    key.touch(mode=0o600)
+    key.chmod(0o600)  # the key of a certificate every local client trusts: for this user only
+    certificate.private_key_pem.write_to_path(str(key))
+    return LocalTls(context, bundle, chain, key)
 
 
-def endpoints(state: EmulatorState, base_url: str, vault_url: str, ca_bundle: Path) -> dict[str, Any]:
+def endpoints(state: EmulatorState, base_url: str, vault_url: str, tls: LocalTls) -> dict[str, Any]:
     """Every base URL and credential a client needs (the contract of .devstack/endpoints.json)."""
     config = state.config
     return {
@@ -88,10 +117,11 @@ def endpoints(state: EmulatorState, base_url: str, vault_url: str, ca_bundle: Pa
             for name, resource in config.resources.items()
         },
         "arm": {"endpoint": base_url, "subscriptionId": config.subscription_id, "resourceGroup": config.resource_group},
-        "keyVault": {"url": vault_url, "caBundle": str(ca_bundle.resolve()), "name": config.key_vault.name},
+        "keyVault": {"url": vault_url, "caBundle": str(tls.ca_bundle.resolve()), "name": config.key_vault.name},
         "identity": {"endpoint": f"{base_url}/msi/token", "header": config.identity_header},
         "tenantId": config.tenant_id,
         "emulator": {"control": f"{base_url}/_emulator", "clock": state.clock.to_env()},
+        "tls": tls.to_json(),
     }
 
 
@@ -120,17 +150,19 @@ async def serve(options: Options) -> None:
     except OSError:
         main_sock.close()
         raise
-    tls, ca_bundle = issue_tls(options.state_dir)
-    runners = [web.AppRunner(main_app, access_log=None), web.AppRunner(vault_app, access_log=None)]
+    tls = issue_tls(options.state_dir)
+    runners = [
+        web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS) for app in (main_app, vault_app)
+    ]
     for runner in runners:
         await runner.setup()
     await web.SockSite(runners[0], main_sock).start()
-    await web.SockSite(runners[1], vault_sock, ssl_context=tls).start()
+    await web.SockSite(runners[1], vault_sock, ssl_context=tls.context).start()
 
     shown_host = f"[{options.host}]" if ":" in options.host else options.host
     base_url = f"http://{shown_host}:{main_sock.getsockname()[1]}"
     vault_url = f"https://{shown_host}:{vault_sock.getsockname()[1]}"
-    published = endpoints(state, base_url, vault_url, ca_bundle)
+    published = endpoints(state, base_url, vault_url, tls)
     endpoints_file = options.endpoints_file or options.state_dir / "endpoints.json"
     # Stop on a signal before announcing readiness: whoever reads endpoints.json may stop us at once.
     stop = asyncio.Event()

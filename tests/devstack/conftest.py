@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, wait_for
 
 API_VERSION = "2024-10-21"
 
@@ -28,11 +28,24 @@ class DataPlane:
         params = {"api-version": API_VERSION, **kwargs.pop("params", {})}
         return self.session.request(method, self.url(path), params=params, timeout=30, **kwargs)
 
-    def upload(self, content: bytes | str, filename: str = "input.jsonl", purpose: str = "batch") -> dict[str, Any]:
+    def upload(
+        self, content: bytes | str, filename: str = "input.jsonl", purpose: str = "batch", *, wait: bool = True
+    ) -> dict[str, Any]:
+        """Uploads a file and, with `wait`, polls it until it reads `processed`, as a client must before it creates
+        a batch from it; returns the file as last read."""
         data = content.encode() if isinstance(content, str) else content
         response = self.request("POST", "files", data={"purpose": purpose}, files={"file": (filename, data)})
         assert response.status_code == 201, response.text
-        return dict(response.json())
+        uploaded = dict(response.json())
+        if not wait or uploaded["status"] == "processed":
+            return uploaded
+
+        def processed() -> dict[str, Any] | None:
+            current = self.request("GET", f"files/{uploaded['id']}")
+            assert current.status_code == 200, current.text
+            return dict(current.json()) if current.json()["status"] == "processed" else None
+
+        return wait_for(processed, timeout=20, what=f"file {uploaded['id']} to be processed")
 
     def create_batch(self, input_file_id: str, **extra: Any) -> requests.Response:
         body = {"input_file_id": input_file_id, "endpoint": "/chat/completions", "completion_window": "24h", **extra}

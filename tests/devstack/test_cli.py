@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography import x509
 
 from devstack.__main__ import main
 from tests.conftest import ROOT, TEST_CONFIG, RunningEmulator, wait_for
@@ -360,6 +362,23 @@ def test_the_ca_bundle_is_a_pem_certificate_that_verifies_key_vault(emulator: Ru
     assert response.status_code == 401
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{emulator.endpoints['keyVault']['url']}/secrets", timeout=10)
+
+
+def test_tls_publishes_the_ca_and_a_localhost_certificate_it_issued_for_other_local_services(
+    emulator: RunningEmulator,
+) -> None:
+    tls = emulator.endpoints["tls"]
+    authority = x509.load_pem_x509_certificate(Path(tls["caBundle"]).read_bytes())
+    certificate = x509.load_pem_x509_certificate(Path(tls["certificate"]).read_bytes())
+    private_key = Path(tls["privateKey"])
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+
+    assert tls["caBundle"] == emulator.endpoints["keyVault"]["caBundle"]
+    certificate.verify_directly_issued_by(authority)
+    assert "localhost" in names.get_values_for_type(x509.DNSName)
+    assert ipaddress.ip_address("127.0.0.1") in names.get_values_for_type(x509.IPAddress)
+    assert "PRIVATE KEY-----" in private_key.read_text()
+    assert private_key.stat().st_mode & 0o077 == 0  # readable by this user only
 
 
 # Ports, files, lifetime ---------------------------------------------------------------------------------------

@@ -270,6 +270,31 @@ def test_create_refuses_bad_bodies_with_400_naming_the_param(
     assert emulator.batches("aoai-devstack-eastus") == []
 
 
+def test_create_from_a_file_still_pending_is_400_until_it_is_processed(
+    eastus: DataPlane, emulator: RunningEmulator
+) -> None:
+    emulator.set_speeds("aoai-devstack-eastus", fileProcessingSeconds=3600)
+    pending = eastus.upload(batch_lines(2), wait=False)
+    emulator.set_speeds("aoai-devstack-eastus", fileProcessingSeconds=0)
+    processed = eastus.upload(batch_lines(2), wait=False)
+
+    refused = eastus.create_batch(pending["id"])
+    accepted = eastus.create_batch(processed["id"])
+
+    assert (pending["status"], processed["status"]) == ("pending", "processed")
+    assert refused.status_code == 400
+    assert refused.json() == {
+        "error": {
+            "code": "invalid_request",
+            "message": f"The input file '{pending['id']}' has not been processed yet (status 'pending'). "
+            "Wait until the file's status is 'processed', then create the batch.",
+            "param": "input_file_id",
+        }
+    }
+    assert accepted.status_code == 200
+    assert [b["id"] for b in emulator.batches("aoai-devstack-eastus")] == [accepted.json()["id"]]
+
+
 def test_create_with_non_json_body_is_400(eastus: DataPlane) -> None:
     response = eastus.request("POST", "batches", data=b"{oops", headers={"Content-Type": "application/json"})
     assert response.status_code == 400

@@ -41,6 +41,7 @@ def test_files_and_batches_round_trip_with_the_sdk(request: pytest.FixtureReques
     client: AzureOpenAI = request.getfixturevalue(client_fixture)
 
     uploaded = client.files.create(file=("input.jsonl", io.BytesIO(batch_lines(5).encode())), purpose="batch")
+    client.files.wait_for_processing(uploaded.id, poll_interval=0.05, max_wait_seconds=20)
     created = client.batches.create(
         input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h", metadata={"runId": "sdk-test"}
     )
@@ -62,6 +63,7 @@ def test_files_and_batches_round_trip_with_the_sdk(request: pytest.FixtureReques
 
 def test_cancel_with_the_sdk(key_client: AzureOpenAI) -> None:
     uploaded = key_client.files.create(file=("input.jsonl", io.BytesIO(batch_lines(3).encode())), purpose="batch")
+    key_client.files.wait_for_processing(uploaded.id, poll_interval=0.05, max_wait_seconds=20)
     batch = key_client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")
 
     cancelling = key_client.batches.cancel(batch.id)
@@ -102,6 +104,7 @@ def test_sdk_surfaces_token_limit_as_bad_request(key_client: AzureOpenAI, emulat
         enqueuedTokenLimit=10,
     )
     uploaded = key_client.files.create(file=("input.jsonl", io.BytesIO(batch_lines(5).encode())), purpose="batch")
+    key_client.files.wait_for_processing(uploaded.id, poll_interval=0.05, max_wait_seconds=20)
 
     with pytest.raises(openai.BadRequestError) as raised:
         key_client.batches.create(input_file_id=uploaded.id, endpoint="/chat/completions", completion_window="24h")

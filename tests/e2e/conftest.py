@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT, RunningAzurite, RunningEmulator, wait_for
+from tests.devstack.conftest import DataPlane
 from tests.host.conftest import RunningHost, launch
 from tests.test_openapi import run_schema_validator
 
@@ -36,29 +37,10 @@ class App:
         return dict(response.json())
 
     def upload(self, content: str, resource: str = RESOURCE) -> str:
+        """Uploads a batch input file and waits until it reads `processed`, as a user must before starting a run
+        with it (Azure refuses a batch from a file still `pending`)."""
         target = self.emulator.resource(resource)
-        response = requests.post(
-            f"{target['endpoint']}/openai/files",
-            params={"api-version": "2024-10-21"},
-            headers={"api-key": target["apiKey"]},
-            data={"purpose": "batch"},
-            files={"file": ("input.jsonl", content)},
-            timeout=30,
-        )
-        assert response.status_code == 201, response.text
-        file_id = str(response.json()["id"])
-
-        def processed() -> bool:  # as a user's SDK waits before starting a batch with it
-            found = requests.get(
-                f"{target['endpoint']}/openai/files/{file_id}",
-                params={"api-version": "2024-10-21"},
-                headers={"api-key": target["apiKey"]},
-                timeout=30,
-            )
-            return bool(found.json()["status"] == "processed")
-
-        wait_for(processed, timeout=60, interval=0.05, what=f"file {file_id} to be processed")
-        return file_id
+        return str(DataPlane(target["endpoint"], target["apiKey"]).upload(content)["id"])
 
     def start(self, external_id: str, body: dict[str, Any]) -> dict[str, Any]:
         response = self.call("POST", f"jobs/{external_id}/runs", json=body)

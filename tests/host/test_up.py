@@ -1,4 +1,5 @@
-"""`python -m devstack up` starts the Functions host with the project's app and publishes it in endpoints.json."""
+"""`python -m devstack up` starts the Functions host with the project's app and the user-storage Azurite, and publishes
+them in endpoints.json."""
 
 from __future__ import annotations
 
@@ -7,16 +8,30 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
 
 from tests.conftest import ROOT, wait_for
 
 
+def identity_token_from(endpoints: dict[str, Any], resource: str) -> str:
+    identity = endpoints["identity"]
+    response = requests.get(
+        identity["endpoint"],
+        params={"resource": resource, "api-version": "2019-08-01"},
+        headers={"X-IDENTITY-HEADER": identity["header"]},
+        timeout=10,
+    )
+    response.raise_for_status()
+    return str(response.json()["access_token"])
+
+
 @pytest.mark.slow
-def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None:
+def test_up_runs_the_project_app_and_publishes_functions_and_user_storage(tmp_path: Path) -> None:
     state = tmp_path / "stack"
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state), "--time-scale", "5"],
@@ -41,6 +56,17 @@ def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None
         tables.create_table_if_not_exists("stacktest")
         table_names = [t.name for t in tables.list_tables()]
         clock = requests.get(f"{endpoints['emulator']['control']}/clock", timeout=5).json()
+        user_storage = endpoints["userStorage"]
+        BlobServiceClient.from_connection_string(
+            user_storage["connectionString"], connection_verify=user_storage["caBundle"]
+        ).create_container("inputs").upload_blob("in.jsonl", b"{}\n")
+        token = identity_token_from(endpoints, "https://storage.azure.com")
+        read_with_identity = requests.get(
+            f"{user_storage['blobEndpoint']}/inputs/in.jsonl",
+            headers={"Authorization": f"Bearer {token}", "x-ms-version": "2023-11-03"},
+            verify=user_storage["caBundle"],
+            timeout=10,
+        )
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0].decode()
@@ -48,6 +74,10 @@ def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None
     assert set(functions) >= {"baseUrl", "key", "masterKey", "systemKey", "taskHub", "durableTaskWebhook"}
     assert "stacktest" in table_names  # Azurite answers on the published connection string
     assert clock["scale"] == 5.0  # the emulators run on the stack's clock
+    assert user_storage["blobEndpoint"].startswith("https://127.0.0.1:")
+    assert user_storage["caBundle"] == endpoints["keyVault"]["caBundle"]
+    assert (read_with_identity.status_code, read_with_identity.content) == (200, b"{}\n")
+    assert (state / "user-storage").is_dir()
     assert (state / "azurite").is_dir()
     assert health.status_code == 200
     assert keyed.json()["state"] == "Running"
