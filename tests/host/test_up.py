@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +14,20 @@ import pytest
 import requests
 from azure.data.tables import TableServiceClient
 
+from devstack.stack import AZURITE_PORTS
 from tests.conftest import ROOT, wait_for
+
+
+def port_in_use(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.slow
 def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None:
+    # `devstack up --port 0` takes free ports for the emulators and the host, but Azurite's are always its defaults.
+    busy = [port for port in (AZURITE_PORTS.blob, AZURITE_PORTS.queue, AZURITE_PORTS.table) if port_in_use(port)]
+    assert not busy, f"ports {busy} are taken (a `make up` or `make demo` on this machine?); devstack up needs them"
     state = tmp_path / "stack"
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state), "--time-scale", "5"],
@@ -25,12 +36,15 @@ def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None
         stderr=subprocess.STDOUT,
     )
     endpoints_file = state / "endpoints.json"
+
+    def app_is_up() -> bool:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"devstack up exited with {process.returncode}:\n{output}")
+        return endpoints_file.exists() and "functions" in json.loads(endpoints_file.read_text())
+
     try:
-        wait_for(
-            lambda: endpoints_file.exists() and "functions" in json.loads(endpoints_file.read_text()),
-            timeout=90,
-            what="devstack up with the Functions host",
-        )
+        wait_for(app_is_up, timeout=90, what="devstack up with the Functions host")
         endpoints = json.loads(endpoints_file.read_text())
         functions = endpoints["functions"]
         health = requests.get(f"{functions['baseUrl']}/api/health", timeout=10)
