@@ -12,16 +12,16 @@ from tests.e2e.conftest import RESOURCE, App, start_host
 from tests.host.conftest import RunningHost
 
 # Where the kills land, each after progress observed since the host then running started (never after a real-time
-# pause): while the first submission waits for its answer (the emulator creates the batch, but the answer is lost),
-# right after the restarted host committed an episode, while a status check waits for its answer, and after one more
-# committed episode. The emulator holds those answers a real second, so that the kills land inside the calls.
-KILL_POINTS = ("a batch submitted", "an episode committed", "a status check sent", "an episode committed")
+# pause): while every run's submission waits for its answer (the emulator creates the batches, but the answers are
+# lost), right after the restarted host committed an episode, while a status check waits for its answer, and after
+# one more committed episode. The emulator holds those answers a real second, so that the kills land inside the calls.
+KILL_POINTS = ("every batch submitted", "an episode committed", "a status check sent", "an episode committed")
 
 
 def unfinished(host: RunningHost, runs: list[str]) -> list[str]:
     """The runs whose orchestration the host has not committed as ended."""
-    marks = ", ".join("?" * len(runs))
-    rows = host.query(f"SELECT instance_id, status FROM instances WHERE instance_id IN ({marks})", *runs)  # noqa: S608 (placeholders only)
+    sql = f"SELECT instance_id, status FROM instances WHERE instance_id IN ({', '.join('?' * len(runs))})"  # noqa: S608
+    rows = host.query(sql, *runs)
     ended = {instance for instance, status in rows if status in ("Completed", "Failed", "Terminated")}
     return [run for run in runs if run not in ended]
 
@@ -31,7 +31,9 @@ def history_size(host: RunningHost) -> int:
 
 
 def batch_calls(emulator: RunningEmulator, route: str) -> int:
-    return len(emulator.requests_log(service="openai", resource=RESOURCE, route=route))
+    """Calls the emulator has received in full (a creation counts once its body has been read)."""
+    calls = emulator.requests_log(service="openai", resource=RESOURCE, route=route)
+    return sum(1 for call in calls if route != "batches.create" or call["body"] is not None)
 
 
 def submissions_answered(emulator: RunningEmulator) -> bool:
@@ -54,8 +56,8 @@ def moved_on(
     """Whether the host reached `point` (see KILL_POINTS) since it started, or has nothing left to do."""
     if not unfinished(host, runs):
         return True
-    if point == "a batch submitted":
-        return batch_calls(emulator, "batches.create") > at_start["created"]
+    if point == "every batch submitted":
+        return batch_calls(emulator, "batches.create") >= at_start["created"] + len(runs)
     if point == "a status check sent":
         return batch_calls(emulator, "batches.get") > at_start["checked"]
     return history_size(host) > at_start["history"]
@@ -67,7 +69,7 @@ def test_runs_survive_repeated_kill_9_with_exactly_one_batch_each(
     table = f"crash{os.urandom(3).hex()}"
     state = tmp_path / "host"
     emulator.set_speeds(RESOURCE, requestsPerSecond=2)  # about 30 emulated seconds of work per batch
-    emulator.add_fault(service="openai", resource=RESOURCE, route="batches.create", latencyMs=1000, times=1)
+    emulator.add_fault(service="openai", resource=RESOURCE, route="batches.create", latencyMs=1000, times=3)
     emulator.add_fault(service="openai", resource=RESOURCE, route="batches.get", latencyMs=1000)
     host = start_host(state, emulator, azurite, table)
     at_start = progress(host, emulator)
