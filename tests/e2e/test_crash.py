@@ -11,11 +11,12 @@ from tests.devstack.conftest import batch_lines
 from tests.e2e.conftest import RESOURCE, App, start_host
 from tests.host.conftest import RunningHost
 
-# Where the kills land, each after progress observed since the host then running started (never after a real-time
-# pause): while every run's submission waits for its answer (the emulator creates the batches, but the answers are
-# lost), right after the restarted host committed an episode, while a status check waits for its answer, and after
-# one more committed episode. The emulator holds those answers a real second, so that the kills land inside the calls.
-KILL_POINTS = ("every batch submitted", "an episode committed", "a status check sent", "an episode committed")
+# Where the kills land, each after progress observed since the previous kill, so made by the host then running (never
+# after a real-time pause): while every run's submission waits for its answer (the emulator creates the batches, but
+# the answers are lost), right after the restarted host committed its first episode, while status checks wait for
+# their answers, and while they wait again after the restart. The emulator holds those answers a real second, so
+# that the kills land inside the calls.
+KILL_POINTS = ("every batch submitted", "an episode committed", "a status check sent", "a status check sent")
 
 
 def unfinished(host: RunningHost, runs: list[str]) -> list[str]:
@@ -42,7 +43,7 @@ def submissions_answered(emulator: RunningEmulator) -> bool:
 
 
 def progress(host: RunningHost, emulator: RunningEmulator) -> dict[str, int]:
-    """What has happened so far, to tell later what a host did since it started."""
+    """What has happened so far (read once the host is dead), to tell what the next host does."""
     return {
         "created": batch_calls(emulator, "batches.create"),
         "checked": batch_calls(emulator, "batches.get"),
@@ -53,7 +54,7 @@ def progress(host: RunningHost, emulator: RunningEmulator) -> dict[str, int]:
 def moved_on(
     host: RunningHost, emulator: RunningEmulator, runs: list[str], point: str, at_start: dict[str, int]
 ) -> bool:
-    """Whether the host reached `point` (see KILL_POINTS) since it started, or has nothing left to do."""
+    """Whether the host reached `point` (see KILL_POINTS) since the previous host died, or has nothing left to do."""
     if not unfinished(host, runs):
         return True
     if point == "every batch submitted":
@@ -71,8 +72,8 @@ def test_runs_survive_repeated_kill_9_with_exactly_one_batch_each(
     emulator.set_speeds(RESOURCE, requestsPerSecond=2)  # about 30 emulated seconds of work per batch
     emulator.add_fault(service="openai", resource=RESOURCE, route="batches.create", latencyMs=1000, times=3)
     emulator.add_fault(service="openai", resource=RESOURCE, route="batches.get", latencyMs=1000)
+    at_start = {"created": 0, "checked": 0, "history": 0}  # the emulator was reset for this test; a new task hub
     host = start_host(state, emulator, azurite, table)
-    at_start = progress(host, emulator)
     kills_mid_run = 0
     try:
         app = App(host, emulator)
@@ -83,8 +84,8 @@ def test_runs_survive_repeated_kill_9_with_exactly_one_batch_each(
             host.kill()
             kills_mid_run += bool(unfinished(host, runs))
             wait_for(lambda: submissions_answered(emulator), what="the batch the dead host asked for")
-            host = start_host(state, emulator, azurite, table)
             at_start = progress(host, emulator)
+            host = start_host(state, emulator, azurite, table)
             app = App(host, emulator)
 
         finished = [app.wait(run_id, timeout=90) for run_id in runs]

@@ -34,7 +34,8 @@ def steps_of_this_host(host: RunningHost, phase: str) -> int:
 
 
 def moved_on(host: RunningHost, point: str, instances: list[str], committed: int) -> bool:
-    """Whether the host reached `point` (see KILL_POINTS) since it started, or has nothing left to do."""
+    """Whether the host reached `point` (see KILL_POINTS) since it started, or has nothing left to do; `committed`:
+    the size of the history when it started."""
     if all(finished(host, i) for i in instances):
         return True
     if point == "an episode committed":
@@ -60,12 +61,13 @@ def test_kill_9_mid_orchestration_repeatedly_and_every_activity_completes_once(
     instances = [host.start("steps", {"steps": STEPS, "seconds": 0.12}, f"crash-{n}") for n in range(2)]
 
     kills_while_running = 0
+    committed = 0  # history events committed when the host then running started
     for point in KILL_POINTS:
-        progress = functools.partial(moved_on, host, point, instances, history_size(host, instances))
-        wait_for(progress, what=f"{point} in host {host.process.pid}")
+        wait_for(functools.partial(moved_on, host, point, instances, committed), what=f"{point} in {host.process.pid}")
         time.sleep(jitter.uniform(0, 0.1))
         host.kill()
         kills_while_running += not all(finished(host, i) for i in instances)
+        committed = history_size(host, instances)
         host = launcher(state, epoch=epoch)
 
     finals = [host.wait(i) for i in instances]
