@@ -25,9 +25,14 @@ def port_in_use(port: int) -> bool:
 
 @pytest.mark.slow
 def test_up_runs_the_project_app_and_publishes_functions(tmp_path: Path) -> None:
-    # `devstack up --port 0` takes free ports for the emulators and the host, but Azurite's are always its defaults.
-    busy = [port for port in (AZURITE_PORTS.blob, AZURITE_PORTS.queue, AZURITE_PORTS.table) if port_in_use(port)]
-    assert not busy, f"ports {busy} are taken (a `make up` or `make demo` on this machine?); devstack up needs them"
+    # `devstack up --port 0` takes free ports for the emulators and the host, but Azurite's are always its defaults:
+    # another stack on the machine (a `make demo`, or the demo and README tests of another test run) may hold them.
+    ports = (AZURITE_PORTS.blob, AZURITE_PORTS.queue, AZURITE_PORTS.table)
+    wait_for(
+        lambda: not any(port_in_use(port) for port in ports),
+        interval=0.5,
+        what=f"Azurite's ports {ports}, taken by another stack on this machine (`make up`?), to be free",
+    )
     state = tmp_path / "stack"
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state), "--time-scale", "5"],
