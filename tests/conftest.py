@@ -23,7 +23,14 @@ TIME_SCALE = 20.0
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float = 0.05, what: str = "condition") -> T:
+# How long a test waits for an event before it fails: generous, so that a busy machine (every core taken by other
+# work) slows a test down without failing it. A test never waits for a fixed real time instead of an event.
+PATIENCE = 60.0
+
+
+def wait_for(
+    condition: Callable[[], T], timeout: float = PATIENCE, interval: float = 0.05, what: str = "condition"
+) -> T:
     """Polls `condition` until it returns something truthy, and returns that."""
     deadline = time.monotonic() + timeout
     while True:
@@ -33,6 +40,17 @@ def wait_for(condition: Callable[[], T], timeout: float = 20.0, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def wait_for_clock(now: Callable[[], float], moment: float, timeout: float = PATIENCE, what: str = "") -> float:
+    """Reads the virtual clock `now` (emulated Unix seconds) until it is past `moment`; returns that reading. How a
+    test lets emulated time pass: it waits for the clock to read past the point, never for a real duration."""
+    return wait_for(
+        lambda: (reading := now()) > moment and reading,
+        timeout=timeout,
+        interval=0.02,
+        what=what or f"the virtual clock to pass {moment}",
+    )
 
 
 @dataclass
@@ -135,7 +153,7 @@ def start_emulator(
             raise RuntimeError(f"emulator exited: {log.read_text()}")
         return endpoints_file.exists()
 
-    wait_for(ready, timeout=30, what="the emulator's endpoints.json")
+    wait_for(ready, what="the emulator's endpoints.json")
     return RunningEmulator(process, json.loads(endpoints_file.read_text()), state_dir)
 
 

@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import TIME_SCALE, RunningEmulator
+from tests.conftest import TIME_SCALE, RunningEmulator, wait_for
 from tests.devstack.conftest import API_VERSION, DataPlane, batch_lines
 
 EASTUS = "aoai-devstack-eastus"
 SWEDEN = "aoai-devstack-swedencentral"
+# Emulated Unix times are floats near 2e9: readings compared across processes may differ in the last bits.
+ROUNDING = 1e-3
 # Speeds of tests/emulator-config.json.
 CONFIGURED_SPEEDS = {
     "validationSeconds": 10.0,
@@ -466,12 +468,26 @@ def test_clock_reports_now_epoch_and_scale_consistent_with_the_time_scale(emulat
 
 
 def test_emulated_time_advances_scale_times_faster_than_real_time(emulator: RunningEmulator) -> None:
-    real_start, emulated_start = time.monotonic(), emulator.clock_now()
-    time.sleep(0.2)
-    emulated_end, real_end = emulator.clock_now(), time.monotonic()
+    """Two readings of the emulator's clock, bracketed by readings of the real one: the emulated interval is the
+    real interval between the emulator's two readings times the scale, whatever that real interval turned out to be."""
+    before_first = time.time()
+    emulated_start = emulator.clock_now()
+    after_first = time.time()
+    before_last = after_first
 
-    # The real interval between the two readings lies within [sleep, real_end - real_start].
-    assert 0.2 * TIME_SCALE * 0.95 <= emulated_end - emulated_start <= (real_end - real_start) * TIME_SCALE * 1.05
+    def four_emulated_seconds_later() -> float | None:  # a fifth of a real second at 20x
+        nonlocal before_last
+        before_last = time.time()
+        reading = emulator.clock_now()
+        return reading if reading >= emulated_start + 0.2 * TIME_SCALE else None
+
+    emulated_end = wait_for(four_emulated_seconds_later, what="the emulated clock to advance four seconds")
+    after_last = time.time()
+
+    # The emulator read its clock within [before_first, after_first] and then within [before_last, after_last].
+    emulated = emulated_end - emulated_start
+    assert (before_last - after_first) * TIME_SCALE - ROUNDING <= emulated
+    assert emulated <= (after_last - before_first) * TIME_SCALE + ROUNDING
 
 
 def test_health_lists_the_resources(emulator: RunningEmulator) -> None:

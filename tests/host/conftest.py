@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,7 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import ROOT, wait_for
+from devstack.clock import VirtualClock
+from tests.conftest import PATIENCE, ROOT, wait_for
 
 HOST_APP = ROOT / "tests" / "host_app"
 FUNCTION_KEY = "test-function-key"
@@ -48,6 +51,27 @@ class RunningHost:
     def log_text(self) -> str:
         return self.log.read_text()
 
+    def clock(self) -> VirtualClock:
+        """The host's virtual clock, from the epoch and scale it published: reads what the host reads as "now"
+        (devstack/clock.py), also while the host is down."""
+        published = self.info["clock"]
+        return VirtualClock(epoch=float(published["DEVSTACK_EPOCH"]), scale=float(published["DEVSTACK_TIME_SCALE"]))
+
+    def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        """Rows of the host's task hub store (SQLite, read-only): what the host has committed so far."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.info['store']}?mode=ro", uri=True)) as db:
+            return list(db.execute(sql, args))
+
+    def committed_history(self, instance_id: str) -> list[dict[str, Any]]:
+        """The instance's history as the host stored it."""
+        rows = self.query("SELECT event FROM history WHERE instance_id = ? ORDER BY seq", instance_id)
+        return [json.loads(row[0]) for row in rows]
+
+    def timer_status(self, function: str) -> dict[str, float | None] | None:
+        """What the schedule monitor has stored for a timer function: its last and next occurrence."""
+        rows = self.query("SELECT last, next FROM timer_status WHERE function = ?", function)
+        return {"last": rows[0][0], "next": rows[0][1]} if rows else None
+
     def api(self, method: str, path: str, *, key: str | None = FUNCTION_KEY, **kwargs: Any) -> requests.Response:
         params = dict(kwargs.pop("params", {}))
         if key is not None:
@@ -71,7 +95,7 @@ class RunningHost:
         return dict(response.json())
 
     def wait(
-        self, instance_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = 20.0, **params: str
+        self, instance_id: str, statuses: tuple[str, ...] = TERMINAL, timeout: float = PATIENCE, **params: str
     ) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             response = self.durable("GET", f"instances/{instance_id}", params=params)
@@ -172,7 +196,7 @@ def launch(
             return False
         return bool(json.loads(info.read_text()).get("pid") == process.pid)
 
-    wait_for(ready, timeout=30, what="the host's functions.json")
+    wait_for(ready, what="the host's functions.json")
     return RunningHost(process, state_dir, record_dir, log)
 
 

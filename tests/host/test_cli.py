@@ -27,6 +27,12 @@ def run_host(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
     )
 
 
+def started(process: subprocess.Popen[bytes], state: Path, log: Path) -> bool:
+    """Whether the host published functions.json; an AssertionError with its output if it exited instead."""
+    assert process.poll() is None, f"the host exited with {process.returncode}:\n{log.read_text()}"
+    return (state / "functions.json").exists()
+
+
 def test_help_lists_the_options() -> None:
     result = run_host("--help")
 
@@ -101,21 +107,22 @@ def test_local_settings_json_is_created_from_the_sample_and_read(tmp_path: Path)
             "HOST_APP_GREETING": "from the sample",
             "SHADOWED": "from local.settings.json",
         },
-        "Host": {"LocalHttpPort": 0},
     }
     (app / "local.settings.sample.json").write_text(json.dumps(sample))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVSTACK_")} | {"SHADOWED": "from the environment"}
     state = tmp_path / "state"
     log = (tmp_path / "host.log").open("wb")
+    # --port 0: a free port, not 7071, which a `make up` or `make demo` on the same machine may hold
+    command = ["host", "--app", str(app), "--port", "0", "--state-dir", str(state), "--env", "EXTRA=x=y"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "devstack", "host", "--app", str(app), "--state-dir", str(state), "--env", "EXTRA=x=y"],
+        [sys.executable, "-m", "devstack", *command],
         cwd=ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for(lambda: (state / "functions.json").exists(), timeout=30, what="functions.json")
+        wait_for(lambda: started(process, state, tmp_path / "host.log"), what="functions.json")
         info = json.loads((state / "functions.json").read_text())
         import requests
 

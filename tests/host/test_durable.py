@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
 from datetime import datetime, timedelta
 
+from tests.conftest import wait_for_clock
 from tests.host.conftest import RunningHost, unique
+
+# Emulated timestamps in the status API have microseconds; a reading of the clock may round the other way.
+CLOCK_ROUNDING = 0.001
 
 
 def _time(text: str) -> datetime:
@@ -231,14 +234,19 @@ def test_retries_follow_the_retry_options_on_durable_timers(host: RunningHost) -
     assert [round((f - c).total_seconds()) for f, c in zip(fire_at, created, strict=True)] == [60, 60, 1, 1]
 
 
-def test_a_one_hour_durable_timer_fires_in_about_a_second_of_real_time(host: RunningHost) -> None:
+def test_a_one_hour_durable_timer_fires_after_an_emulated_hour_not_a_real_one(host: RunningHost) -> None:
+    clock = host.clock()
+    before = clock.now()
     instance_id = host.start("waiting", {"hours": 1}, unique("timer"))
 
-    status = host.wait(instance_id, timeout=10)
+    status = host.wait(instance_id)  # within a minute: a real hour would be 3600 s
+    after = clock.now()
 
     started, resumed = _time(status["output"]["started"]), _time(status["output"]["resumed"])
     assert status["runtimeStatus"] == "Completed"
-    assert timedelta(hours=1) <= resumed - started < timedelta(hours=1, minutes=30)
+    assert timedelta(hours=1) <= resumed - started
+    assert before - CLOCK_ROUNDING <= started.timestamp()
+    assert resumed.timestamp() <= after + CLOCK_ROUNDING
 
 
 def test_raising_the_event_before_the_timeout_approves(host: RunningHost) -> None:
@@ -267,7 +275,7 @@ def test_an_event_raised_through_the_python_client_arrives_as_json_text(host: Ru
 
 
 def test_without_the_event_the_timeout_wins(host: RunningHost) -> None:
-    status = host.wait(host.start("approval", {"timeoutHours": 1}, unique("timeout")), timeout=10)
+    status = host.wait(host.start("approval", {"timeoutHours": 1}, unique("timeout")))
 
     assert status["output"] == {"approved": False, "timedOut": True}
     assert status["customStatus"] == "timed out"
@@ -389,7 +397,7 @@ def test_the_http_api_starts_orchestrations_and_refuses_bad_requests(host: Runni
     bad_json = host.durable("POST", "orchestrators/sequence", data=b"{not json")
     no_key = host.session.post(f"{host.webhook}/orchestrators/sequence", json={}, timeout=10)
     waited = host.durable(
-        "POST", "orchestrators/sequence", json={"names": ["wait"]}, params={"timeout": "10", "pollingInterval": "0.1"}
+        "POST", "orchestrators/sequence", json={"names": ["wait"]}, params={"timeout": "25", "pollingInterval": "0.1"}
     )
 
     assert started.status_code == 202
@@ -480,10 +488,15 @@ def test_the_rpc_endpoint_needs_no_key_but_the_webhooks_do(host: RunningHost) ->
 
 
 def test_emulated_time_runs_through_current_utc_datetime(host: RunningHost) -> None:
-    """context.current_utc_datetime is emulated time: 3600x, so a real second is an hour."""
+    """context.current_utc_datetime is emulated time: the host's virtual clock (3600x) when the episode ran."""
+    clock = host.clock()
+    before = clock.now()
     first = host.wait(host.start("waiting", {"hours": 0}, unique("now1")))
-    time.sleep(0.5)
+    first_started = _time(first["output"]["started"]).timestamp()
+    wait_for_clock(clock.now, first_started + 3600, what="an emulated hour (about a real second) to pass")
     second = host.wait(host.start("waiting", {"hours": 0}, unique("now2")))
+    after = clock.now()
 
-    gap = _time(second["output"]["started"]) - _time(first["output"]["started"])
-    assert timedelta(minutes=25) < gap < timedelta(hours=2)
+    second_started = _time(second["output"]["started"]).timestamp()
+    assert before - CLOCK_ROUNDING <= first_started
+    assert first_started + 3600 <= second_started <= after + CLOCK_ROUNDING

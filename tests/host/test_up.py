@@ -3,8 +3,10 @@ them in endpoints.json."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import requests
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 
+from devstack.stack import AZURITE_PORTS
 from tests.conftest import ROOT, wait_for
 
 
@@ -30,8 +33,21 @@ def identity_token_from(endpoints: dict[str, Any], resource: str) -> str:
     return str(response.json()["access_token"])
 
 
+def port_in_use(port: int) -> bool:
+    with contextlib.closing(socket.socket()) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.mark.slow
 def test_up_runs_the_project_app_and_publishes_functions_and_user_storage(tmp_path: Path) -> None:
+    # `devstack up --port 0` takes free ports for the emulators and the host, but Azurite's are always its defaults:
+    # another stack on the machine (a `make demo`, or the demo and README tests of another test run) may hold them.
+    ports = (AZURITE_PORTS.blob, AZURITE_PORTS.queue, AZURITE_PORTS.table)
+    wait_for(
+        lambda: not any(port_in_use(port) for port in ports),
+        interval=0.5,
+        what=f"Azurite's ports {ports}, taken by another stack on this machine (`make up`?), to be free",
+    )
     state = tmp_path / "stack"
     process = subprocess.Popen(
         [sys.executable, "-m", "devstack", "up", "--port", "0", "--state-dir", str(state), "--time-scale", "5"],
@@ -40,12 +56,15 @@ def test_up_runs_the_project_app_and_publishes_functions_and_user_storage(tmp_pa
         stderr=subprocess.STDOUT,
     )
     endpoints_file = state / "endpoints.json"
+
+    def app_is_up() -> bool:
+        if process.poll() is not None:
+            output = process.stdout.read().decode() if process.stdout else ""
+            raise AssertionError(f"devstack up exited with {process.returncode}:\n{output}")
+        return endpoints_file.exists() and "functions" in json.loads(endpoints_file.read_text())
+
     try:
-        wait_for(
-            lambda: endpoints_file.exists() and "functions" in json.loads(endpoints_file.read_text()),
-            timeout=90,
-            what="devstack up with the Functions host",
-        )
+        wait_for(app_is_up, timeout=90, what="devstack up with the Functions host")
         endpoints = json.loads(endpoints_file.read_text())
         functions = endpoints["functions"]
         health = requests.get(f"{functions['baseUrl']}/api/health", timeout=10)

@@ -167,7 +167,7 @@ async def client_op(req: func.HttpRequest, client: df.DurableOrchestrationClient
         result = await client.purge_instance_history(instance_id)
         return reply({"instancesDeleted": result.instances_deleted})
     if op == "wait":
-        return await client.wait_for_completion_or_create_check_status_response(req, instance_id, 10_000, 100)
+        return await client.wait_for_completion_or_create_check_status_response(req, instance_id, 25_000, 100)
     if op == "payload":
         return reply(client.create_http_management_payload(instance_id))
     return reply({"unknown": op}, 400)
