@@ -614,7 +614,7 @@ def test_resource_view_carries_no_input_file_id(emulator: RunningEmulator, eastu
 def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    emulator.set_speeds(RESOURCE, validationSeconds=10, requestsPerSecond=1, finalizingSeconds=10)
+    emulator.set_speeds(RESOURCE, validationSeconds=40, requestsPerSecond=0.5, finalizingSeconds=40)
     run = Run(eastus.upload(batch_lines(20))["id"]).submitted()
 
     validating = run.check()
@@ -758,7 +758,7 @@ def test_check_of_a_vanished_batch_raises_with_azures_status(eastus: DataPlane) 
 def test_cancelling_a_running_batch_goes_cancelling_then_cancelled_with_partial_counts(
     emulator: RunningEmulator, eastus: DataPlane
 ) -> None:
-    emulator.set_speeds(RESOURCE, validationSeconds=2, requestsPerSecond=2, cancellingSeconds=4)
+    emulator.set_speeds(RESOURCE, validationSeconds=2, requestsPerSecond=0.5, cancellingSeconds=4)
     run = Run(eastus.upload(batch_lines(100))["id"]).submitted()
     wait_for(lambda: (run.check()["batch"]["completed"] or 0) > 0, interval=0.02, what="some requests to finish")
 
