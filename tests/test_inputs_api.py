@@ -5,17 +5,21 @@ starts (pre-flight)."""
 from __future__ import annotations
 
 import json
-from typing import Any
+import uuid
+from typing import TYPE_CHECKING, Any
 
 import azure.functions as func
 import pytest
 
 from shared import services
-from tests.conftest import RunningEmulator
+from tests.conftest import RunningEmulator, RunningUserStorage
 from tests.devstack.conftest import DataPlane, batch_lines
 from tests.functions import call_http, json_of
 from tests.test_jobs_api import assert_problem, import_now, patch_job
 from tests.test_openapi import reply_validator
+
+if TYPE_CHECKING:
+    from azure.storage.blob import ContainerClient
 
 pytestmark = pytest.mark.usefixtures("app_settings")
 
@@ -232,3 +236,63 @@ def test_an_unknown_input_is_404_and_one_of_another_job_409(eastus: DataPlane) -
     assert_problem(start({"inputId": other["id"]}), 409, "inputId")
     assert_problem(start({"inputId": "not-an-id"}), 400, "inputId")
     assert_problem(start({"inputId": other["id"], "inputFileId": "file-x"}), 400, "inputId")
+
+
+# Inputs from a user's blob, read with the app's identity -----------------------------------------------------------
+
+
+@pytest.fixture
+def blob_inputs(user_storage: RunningUserStorage, monkeypatch: pytest.MonkeyPatch) -> ContainerClient:
+    """A container of the user's storage account the app may read from (INPUT_BLOB_ENDPOINTS names it locally)."""
+    from azure.storage.blob import BlobServiceClient
+
+    monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", user_storage.blob_endpoint)
+    services.reset()
+    service = BlobServiceClient.from_connection_string(
+        user_storage.connection_string, connection_verify=user_storage.ca_bundle
+    )
+    return service.create_container(f"inputs{uuid.uuid4().hex[:12]}")
+
+
+def test_a_blob_input_is_read_with_the_apps_identity_and_uploaded(
+    blob_inputs: ContainerClient, user_storage: RunningUserStorage, eastus: DataPlane
+) -> None:
+    content = batch_lines(30, "gpt-4o-batch").encode()
+    blob_inputs.upload_blob("requests.jsonl", content)
+    url = user_storage.blob_url(blob_inputs.container_name, "requests.jsonl")
+
+    body = created(post_input({"blobUrl": url}))
+
+    assert (body["requests"], body["status"]) == (30, "processed")
+    assert len(uploaded_lines(eastus, body["fileId"])) == 30
+
+
+def test_a_blob_that_does_not_exist_is_404_naming_blob_url(
+    blob_inputs: ContainerClient, user_storage: RunningUserStorage
+) -> None:
+    url = user_storage.blob_url(blob_inputs.container_name, "missing.jsonl")
+
+    assert_problem(post_input({"blobUrl": url}), 404, "blobUrl")
+
+
+def test_an_invalid_blob_input_lists_its_problems_and_uploads_nothing(
+    blob_inputs: ContainerClient, user_storage: RunningUserStorage, emulator: RunningEmulator
+) -> None:
+    blob_inputs.upload_blob("bad.jsonl", b'{"custom_id": "a"}\n')
+
+    problem = assert_problem(
+        post_input({"blobUrl": user_storage.blob_url(blob_inputs.container_name, "bad.jsonl")}), 400, "line 1.method"
+    )
+
+    assert problem["problemCount"] == 1
+    assert emulator.requests_log(service="openai", route="files.upload") == []
+
+
+def test_a_blob_endpoint_the_settings_do_not_name_is_refused_before_any_token_is_sent(
+    user_storage: RunningUserStorage, emulator: RunningEmulator
+) -> None:
+    url = user_storage.blob_url("inputs", "requests.jsonl")  # INPUT_BLOB_ENDPOINTS is empty here
+
+    assert_problem(post_input({"blobUrl": url}), 400, "blobUrl")
+    storage_tokens = [e for e in emulator.requests_log(service="identity") if "storage" in json.dumps(e.get("query"))]
+    assert storage_tokens == []
