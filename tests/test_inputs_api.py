@@ -255,7 +255,7 @@ def blob_inputs(user_storage: RunningUserStorage, monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_blob_input_is_read_with_the_apps_identity_and_uploaded(
-    blob_inputs: ContainerClient, user_storage: RunningUserStorage, eastus: DataPlane
+    blob_inputs: ContainerClient, user_storage: RunningUserStorage, eastus: DataPlane, emulator: RunningEmulator
 ) -> None:
     content = batch_lines(30, "gpt-4o-batch").encode()
     blob_inputs.upload_blob("requests.jsonl", content)
@@ -265,6 +265,8 @@ def test_a_blob_input_is_read_with_the_apps_identity_and_uploaded(
 
     assert (body["requests"], body["status"]) == (30, "processed")
     assert len(uploaded_lines(eastus, body["fileId"])) == 30
+    asked = [e for e in emulator.requests_log(service="identity") if "storage" in json.dumps(e.get("query"))]
+    assert asked  # the app's own identity read it: a token for Azure Storage
 
 
 def test_a_blob_that_does_not_exist_is_404_naming_blob_url(
