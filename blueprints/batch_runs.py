@@ -23,6 +23,7 @@ ACTIVITIES = {
     "Submit": "submit_batch",
     "Check": "check_batch",
     "CancelBatch": "cancel_batch",
+    "UploadInput": "upload_input",
     "CollectResults": "collect_results",
     "IndexRun": "index_run",
 }
@@ -155,3 +156,16 @@ def collect_results(step: dict[str, Any]) -> dict[str, Any]:
         succeeded=collected.succeeded, failed=collected.failed, usage=collected.usage.to_dict(), estimated_cost=cost
     )
     return seen_to_dict(answer)
+
+
+@bp.activity_trigger(input_name="step")
+def upload_input(step: dict[str, Any]) -> dict[str, Any]:
+    """Uploads a shard's staged input to the resource that will run it, and waits until Azure has processed it."""
+    from shared import services
+    from shared.batch_run import InputUploaded, UploadInput, seen_to_dict
+    from shared.inputs import upload_staged
+
+    request: UploadInput = UploadInput.from_dict(step)
+    client = services.openai_client(request.resource)
+    file_id = upload_staged(request.staged_input, f"{request.run_id}.jsonl", services.staging(), client)
+    return seen_to_dict(InputUploaded(resource=request.resource, file_id=file_id))

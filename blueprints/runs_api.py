@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,6 @@ if TYPE_CHECKING:
 bp = df.Blueprint()
 logger = logging.getLogger(__name__)
 
-ORCHESTRATORS = {"batch": "batch_run", "chat_completion": "chat_run"}
-TASK_HUB_PAGE = 100  # instances per page when rebuilding the run index
-
 
 @bp.route(route="jobs/{externalId}/runs", methods=["POST"])
 @bp.durable_client_input(client_name="client")
@@ -31,7 +27,7 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     With an `Idempotency-Key`, a retried request answers 200 with the run the first one started."""
     from shared import services
     from shared.jobs import check_external_id
-    from shared.run_requests import new_run
+    from shared.run_requests import new_run, pool_of
     from shared.runs import RunId
     from shared.settings import get_settings
 
@@ -39,13 +35,20 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
     job = services.catalog().find_job(external_id, req.params.get("resource"))
     body = json_body(req) if req.get_body() else {}
     key = req.headers.get("Idempotency-Key")
-    inputs = services.input_records() if "inputId" in body else None
-    run = new_run(job, body, get_settings().resource(job.resource), key, datetime.now(UTC), inputs)
+    settings = get_settings()
+    inputs, pool = None, None
+    if "inputId" in body:
+        inputs = services.input_records()
+        batch_jobs = (
+            services.catalog().list_jobs(job_type="batch", status="active") if job.attributes.get("pool") else []
+        )
+        pool = pool_of(job, batch_jobs, settings.resources)
+    run = new_run(job, body, settings.resource(job.resource), key, datetime.now(UTC), inputs, pool)
     run_id = RunId.parse(run.run_id)
     earlier = await _find(client, run_id) if key else None
     if earlier is None:
         _preflight(run)
-        earlier = await _start(client, ORCHESTRATORS[run_id.job_type.value], run_id, run.to_dict(), bool(key))
+        earlier = await _start(client, _orchestrator_of(run), run_id, run.to_dict(), bool(key))
     view = earlier or _starting_view(run)
     if earlier is None:
         _index(view)
@@ -74,11 +77,18 @@ def _index(view: dict[str, Any]) -> None:
         logger.warning("run %s is not in the run index yet", view["id"], exc_info=True)
 
 
-def _starting_view(run: Any) -> dict[str, Any]:
+def _orchestrator_of(run: Any) -> str:
     from shared.batch_run import BatchRun
+    from shared.batch_set import BatchSet
+
+    return "batch_set" if isinstance(run, BatchSet) else "batch_run" if isinstance(run, BatchRun) else "chat_run"
+
+
+def _starting_view(run: Any) -> dict[str, Any]:
+    from shared.chat import ChatRun
     from shared.runs import RunStatus
 
-    view: dict[str, Any] = run.resource_view() if isinstance(run, BatchRun) else run.resource_view(RunStatus.STARTING)
+    view: dict[str, Any] = run.resource_view(RunStatus.STARTING) if isinstance(run, ChatRun) else run.resource_view()
     return view
 
 
@@ -199,12 +209,13 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 async def rebuild_run_index(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Writes every run's row in the run index again from the task hub (the source of truth), a page of instances
     at a time. Needs the host's master key."""
+    from blueprints.batch_sets import task_hub_instances
     from shared import services
     from shared.runs import RunId, run_resource
 
     index = services.run_index()
     rebuilt = 0
-    async for instance in _task_hub_instances(client):
+    async for instance in task_hub_instances(client):
         try:
             run_id = RunId.parse(str(instance.get("instanceId")))
         except Problem:
@@ -220,27 +231,6 @@ async def rebuild_run_index(req: func.HttpRequest, client: df.DurableOrchestrati
             index.replace(view)
             rebuilt += 1
     return json_response({"rebuilt": rebuilt})
-
-
-async def _task_hub_instances(client: df.DurableOrchestrationClient) -> AsyncIterator[dict[str, Any]]:
-    """Every instance of the task hub, through the Durable Functions HTTP API's list with its continuation token
-    (the Python client reads only one page)."""
-    import aiohttp
-
-    status_url = client.create_http_management_payload("x")["statusQueryGetUri"]
-    base, query = status_url.split("?", 1)
-    list_url = f"{base.rsplit('/', 1)[0]}?{query}&top={TASK_HUB_PAGE}&showInput=true"
-    token = None
-    async with aiohttp.ClientSession() as session:
-        while True:
-            headers: dict[str, str] = {"x-ms-continuation-token": token} if token else {}
-            async with session.get(list_url, headers=headers) as response:
-                response.raise_for_status()
-                for instance in await response.json():
-                    yield instance
-                token = response.headers.get("x-ms-continuation-token")
-            if not token:
-                return
 
 
 @bp.route(route="runs/{runId}/cancel", methods=["POST"])

@@ -239,6 +239,14 @@ class BatchRun:
     estimated_tokens: int | None = None  # the input's prompt tokens, estimated (known for inputs the app built)
     model: str = ""  # the deployment's model and version: what the price table is looked up by
     model_version: str = ""
+    # A shard of a split run: its input staged in the app's storage (uploaded to whichever resource runs it), the
+    # deployments that may run it (the first is where it runs now), and the files uploaded so far, by resource.
+    parent_id: str | None = None
+    staged_input: str | None = None
+    requests: int | None = None
+    places: list[dict[str, str]] = field(default_factory=list)  # [{resource, deployment, monitorUrl}, ...]
+    uploaded: dict[str, str] = field(default_factory=dict)
+    refused_here: int = 0  # quota refusals in a row at the current place
     phase: Phase = Phase.RESOLVING
     status: RunStatus = RunStatus.STARTING
     deadline: str | None = None  # set from the orchestration's clock, then from the batch's created_at
@@ -331,6 +339,9 @@ class BatchRun:
             "nextCheckAt": self.next_check_at,
             "inputId": self.input_id,
             "estimatedTokens": self.estimated_tokens,
+            # A shard's: the run it belongs to, and its input file on the resource that runs it (the app's upload).
+            "parentRun": self.parent_id,
+            "inputFileId": self.input_file_id if self.staged_input else None,
         }
 
 
@@ -387,6 +398,14 @@ class TimerFired(Seen):
 
 
 @dataclass(frozen=True, kw_only=True)
+class InputUploaded(Seen):
+    """The shard's input is on `resource` as `file_id` (processed)."""
+
+    resource: str
+    file_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class ResultsCollected(Seen):
     """The batch's results are staged: how many requests succeeded and failed, what they used, what it cost."""
 
@@ -420,7 +439,7 @@ class ActivityFailed(Seen):
 
 SEEN: dict[str, type[Seen]] = {
     kind.__name__: kind
-    for kind in (InputResolved, SubmitAnswered, BatchChecked, CancelAnswered, ResultsCollected, Indexed)
+    for kind in (InputResolved, InputUploaded, SubmitAnswered, BatchChecked, CancelAnswered, ResultsCollected, Indexed)
 }
 
 
@@ -507,6 +526,15 @@ class Wait(Step):
 
 
 @dataclass(frozen=True)
+class UploadInput(Step):
+    """Upload the shard's staged input to the resource that will run it (files belong to the resource)."""
+
+    run_id: str
+    resource: str
+    staged_input: str
+
+
+@dataclass(frozen=True)
 class CollectResults(Step):
     """Read the ended batch's output and error files into the app's storage, and sum their usage."""
 
@@ -538,7 +566,18 @@ class Finish(Step):
 
 STEPS: dict[str, type[Step]] = {
     kind.__name__: kind
-    for kind in (ResolveInput, Submit, Check, CancelBatch, CollectResults, IndexRun, Wait, ContinueAsNew, Finish)
+    for kind in (
+        ResolveInput,
+        UploadInput,
+        Submit,
+        Check,
+        CancelBatch,
+        CollectResults,
+        IndexRun,
+        Wait,
+        ContinueAsNew,
+        Finish,
+    )
 }
 
 
@@ -620,6 +659,10 @@ def _next(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
             if refusal is not None:
                 return _finish(run, RunStatus.FAILED, refusal)
             return _submit(replace(run, secret_version=version, phase=Phase.SUBMITTING, resolve_failures=0), now)
+        case InputUploaded(resource=resource, file_id=file_id):
+            uploaded = {**run.uploaded, resource: file_id}
+            run = replace(run, uploaded=uploaded, input_file_id=file_id if resource == run.resource else None)
+            return _submit(run, now)
         case SubmitAnswered():
             return _submitted(replace(run, submit_failures=0), seen, now)
         case BatchChecked(batch=batch):
@@ -654,6 +697,21 @@ def _resolve(run: BatchRun, now: datetime) -> tuple[BatchRun, Step]:
     return _submit(replace(run, phase=Phase.SUBMITTING), now)
 
 
+def _moved(run: BatchRun) -> BatchRun:
+    """The run at the next place of its pool: that resource's deployment, and its upload of the input if any."""
+    index = next((i for i, p in enumerate(run.places) if p["resource"] == run.resource), 0)
+    place = run.places[(index + 1) % len(run.places)]
+    return replace(
+        run,
+        resource=place["resource"],
+        deployment=place["deployment"],
+        monitor_url=place.get("monitorUrl", run.monitor_url),
+        input_file_id=run.uploaded.get(place["resource"]),
+        refused_here=run.refused_here + 1,
+        phase=Phase.SUBMITTING,
+    )
+
+
 def _submit(run: BatchRun, now: datetime) -> tuple[BatchRun, Step]:
     """Submit exactly once; once the run is ending (cancel, deadline), only look for a batch it may have made."""
     # After a submit whose outcome stayed unknown, a batch of this run may exist: the run may end only once a last
@@ -671,6 +729,8 @@ def _submit(run: BatchRun, now: datetime) -> tuple[BatchRun, Step]:
                 "The deployment's token quota stayed exhausted until the run's deadline; no batch was created.",
             ),
         )
+    if run.staged_input and not run.input_file_id and not ending:
+        return run, UploadInput(run.run_id, run.resource, run.staged_input)
     return run, run.submit_step(now, lookup_only=ending)
 
 
@@ -688,7 +748,10 @@ def _submitted(run: BatchRun, seen: SubmitAnswered, now: datetime) -> tuple[Batc
             )
             return _watch(run, now)
         case SubmitOutcome.QUOTA:
-            run = replace(run, phase=Phase.QUOTA, quota_waits=run.quota_waits + 1)
+            if len(run.places) > 1 and run.refused_here + 1 < len(run.places):
+                # Another deployment of the pool may have quota free: the shard moves there (nothing was created).
+                return _submit(_moved(run), now)
+            run = replace(run, phase=Phase.QUOTA, quota_waits=run.quota_waits + 1, refused_here=0)
             return _wait(run, now, QUOTA_BACKOFF.delay(run.quota_waits))
         case SubmitOutcome.CANCELLED | SubmitOutcome.NOT_CREATED:
             if run.cancel_requested:
@@ -772,6 +835,19 @@ def _after_failure(run: BatchRun, failed: type[Step], now: datetime) -> tuple[Ba
                 ),
             )
         return _wait(run, now, SUBMIT_BACKOFF.delay(run.submit_failures))
+    if failed is UploadInput:  # nothing was created: a later try uploads again
+        run = replace(run, resolve_failures=run.resolve_failures + 1)
+        if run.resolve_failures >= MAX_RESOLVE_FAILURES:
+            return _finish(
+                run,
+                RunStatus.FAILED,
+                Failure.of(
+                    "upload_failed",
+                    f"The shard's input could not be uploaded to resource '{run.resource}' "
+                    f"({run.resolve_failures} tries).",
+                ),
+            )
+        return _wait(run, now, ACTIVITY_BACKOFF.delay(run.resolve_failures))
     if failed is CollectResults:  # Azure's files may be back in a moment; the run ends without them otherwise
         run = replace(run, collect_failures=run.collect_failures + 1)
         if run.collect_failures >= MAX_COLLECT_FAILURES:

@@ -458,3 +458,17 @@ def _processed(client: AzureOpenAIClient, uploaded: File, sleep: Callable[[float
         delay = min(delay * 2, 5.0)
         uploaded = client.get_file(uploaded.id)
     return uploaded
+
+
+def upload_staged(staged: str, filename: str, staging: Staging, client: AzureOpenAIClient) -> str:
+    """A staged input uploaded to a resource (streamed) and processed there; its file id. An upload that Azure could
+    not process raises (the caller tries again)."""
+    size = staging.size(staged)
+    if size is None:
+        raise FileNotFoundError(f"staged input {staged} is missing")
+    uploaded = _processed(
+        client, client.upload_file(filename.replace(":", "-"), staging.chunks(staged), size), time.sleep
+    )
+    if uploaded.status != "processed":
+        raise RuntimeError(f"file {uploaded.id} is {uploaded.status}: {uploaded.status_details or 'no detail'}")
+    return uploaded.id

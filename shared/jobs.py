@@ -271,6 +271,22 @@ def _text(value: Any) -> str | None:
     return None
 
 
+def _pool(value: Any) -> str | None:
+    if (
+        not isinstance(value, list)
+        or not 1 <= len(value) <= 20
+        or not all(isinstance(v, str) and RESOURCE_NAME.match(v) for v in value)
+    ):
+        return "must be a list of 1 to 20 configured Azure OpenAI resource names"
+    return None
+
+
+def _retries(value: Any) -> str | None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5:
+        return "must be a whole number from 0 to 5"
+    return None
+
+
 def _max_tokens(value: Any) -> str | None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1_000_000:
         return "must be a whole number from 1 to 1,000,000"
@@ -295,6 +311,10 @@ ATTRIBUTES: dict[JobType, dict[str, AttributeSpec]] = {
             AttributeSpec("systemPrompt", "OpenAI System Prompt", None, _text),
             AttributeSpec("maxTokens", "OpenAI Max Tokens", None, _max_tokens),
             AttributeSpec("temperature", "OpenAI Temperature", None, _temperature),
+            # Runs of inputs the app built: other resources whose deployment of the same model may run shards, and
+            # how often a request that failed for a transient reason is tried again.
+            AttributeSpec("pool", "Resources of the pool", None, _pool),
+            AttributeSpec("maxRequestRetries", "Request retries", 2, _retries),
         )
     },
     JobType.CHAT_COMPLETION: {

@@ -5,12 +5,13 @@ Every refusal is a Problem raised before any orchestration starts, so a refused 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.batch_run import RESERVED_METADATA, BatchRun
+from shared.batch_set import BatchSet
 from shared.chat import ChatRun
 from shared.http import AzureError
 from shared.inputs import InputRecord, InputRecords, check_input_id
@@ -42,9 +43,12 @@ def new_run(
     idempotency_key: str | None,
     now: datetime,
     inputs: InputRecords | None = None,
-) -> BatchRun | ChatRun:
+    pool: list[dict[str, Any]] | None = None,
+) -> BatchRun | BatchSet | ChatRun:
     """The run that `body` asks of `job` (`resource` is the job's resource as configured, None when it is no
-    longer configured; `inputs` where an `inputId` is looked up), or the Problem saying why it cannot start."""
+    longer configured; `inputs` where an `inputId` is looked up; `pool` the places that may run its shards), or the
+    Problem saying why it cannot start. A Batch Job's run of an input the app built is a batch set (shards, pools,
+    retries); of an input file made elsewhere, one batch."""
     if job.status is JobStatus.RETIRED:
         raise Problem(
             410,
@@ -53,7 +57,7 @@ def new_run(
             f"Job '{job.external_id}' was retired on {job.retired_at}: its deployment no longer exists.",
         )
     if job.job_type is JobType.BATCH:
-        return _batch_run(job, body, resource, idempotency_key, now, inputs)
+        return _batch_run(job, body, resource, idempotency_key, now, inputs, pool)
     if job.job_type is JobType.CHAT_COMPLETION:
         return _chat_run(job, body, resource, idempotency_key, now)
     raise Problem(
@@ -71,7 +75,8 @@ def _batch_run(
     idempotency_key: str | None,
     now: datetime,
     inputs: InputRecords | None,
-) -> BatchRun:
+    pool: list[dict[str, Any]] | None,
+) -> BatchRun | BatchSet:
     if not job.imported.batch_capable:
         raise Problem(
             409,
@@ -105,6 +110,26 @@ def _batch_run(
         )
     metadata = check_metadata(body.get("metadata"))
     configured = _configured(job, resource)
+    if built is not None:
+        return BatchSet(
+            run_id=str(RunId.new(job.resource, job.imported.deployment, JobType.BATCH, idempotency_key)),
+            resource=job.resource,
+            external_id=job.external_id,
+            deployment=job.imported.deployment,
+            endpoint=attributes.get("endpoint") or "/chat/completions",
+            completion_window=attributes.get("completionWindow") or "24h",
+            requested_at=iso(now),
+            monitor_url=configured.portal_url,
+            input_id=built.id,
+            staged_input=built.staged_blob,
+            requests=built.requests,
+            estimated_tokens=built.estimated_tokens,
+            model=job.imported.model_name,
+            model_version=job.imported.model_version,
+            metadata=metadata,
+            places=pool or [_place(job, configured)],
+            max_request_retries=int(attributes.get("maxRequestRetries", 2)),
+        )
     return BatchRun(
         run_id=str(RunId.new(job.resource, job.imported.deployment, JobType.BATCH, idempotency_key)),
         resource=job.resource,
@@ -404,10 +429,44 @@ def results_query(run_id: RunId, view: dict[str, Any], params: Mapping[str, str]
             "Results not ready",
             f"Run '{run_id}' is {view.get('status')}: its results can be read once it has ended.",
         )
-    if not view.get("runId"):
+    if not view.get("runId") and not view.get("shardCount"):
         raise Problem(404, "no-results", "No results", f"Run '{run_id}' ended without a batch, so it has no results.")
     kind = ("raw-" if form == "raw" else "") + ("failed" if status == "failed" else "all")
     kind = "raw" if kind == "raw-all" else kind
     token = params.get("continuationToken")
     offset = decode_offset(token, kind) if token else 0
     return ResultsQuery(kind, staged_name(str(run_id), kind), offset, top)
+
+
+def _place(job: Job, resource: OpenAIResource) -> dict[str, Any]:
+    return {
+        "resource": resource.name,
+        "deployment": job.imported.deployment,
+        "monitorUrl": resource.portal_url,
+        "tokenLimit": resource.token_limit(job.imported.deployment),
+    }
+
+
+def pool_of(job: Job, batch_jobs: Iterable[Job], resources: Iterable[OpenAIResource]) -> list[dict[str, Any]]:
+    """Where a Batch Job's shards may run: its own deployment first, then, for each resource its `pool` attribute
+    names, that resource's active batch deployment of the same model and version with the same SKU (a DataZoneBatch
+    deployment only in the same data zone)."""
+    configured = {r.name: r for r in resources}
+    own = configured.get(job.resource)
+    places = [_place(job, own)] if own else []
+    for name in job.attributes.get("pool") or []:
+        other = configured.get(name)
+        if other is None or name == job.resource:
+            continue
+        if job.imported.sku == "DataZoneBatch" and (not own or other.data_zone != own.data_zone or not own.data_zone):
+            continue
+        for candidate in batch_jobs:
+            same = (candidate.imported.model_name, candidate.imported.model_version, candidate.imported.sku) == (
+                job.imported.model_name,
+                job.imported.model_version,
+                job.imported.sku,
+            )
+            if candidate.resource == name and same and candidate.status is JobStatus.ACTIVE:
+                places.append(_place(candidate, other))
+                break
+    return places

@@ -38,20 +38,34 @@ class RunStatus(StrEnum):
 
 _ID_TOKEN = {JobType.BATCH: "batch", JobType.CHAT_COMPLETION: "chat"}
 _TOKEN_TYPE = {token: job_type for job_type, token in _ID_TOKEN.items()}
-_RUN_ID = re.compile(r"^(?P<deployment>[^:]+)::(?P<kind>batch|chat)::(?P<unique>[0-9a-f]{32})$")
+_RUN_ID = re.compile(
+    r"^(?P<deployment>[^:]+)::(?P<kind>batch|chat)::(?P<unique>[0-9a-f]{32})(::s(?P<shard>0|[1-9][0-9]{0,5}))?$"
+)
 MAX_IDEMPOTENCY_KEY = 255
 
 
 @dataclass(frozen=True)
 class RunId:
-    """`<deployment>::<batch|chat>::<32 hex>`: readable in the portal's instance list, and safe in any URL."""
+    """`<deployment>::<batch|chat>::<32 hex>`: readable in the portal's instance list, and safe in any URL. A shard
+    of a batch run that was split (`::s<n>`) is a run of its own, listed under its parent's id."""
 
     deployment: str
     job_type: JobType
     unique: str
+    shard: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.deployment}::{_ID_TOKEN[self.job_type]}::{self.unique}"
+        shard = f"::s{self.shard}" if self.shard is not None else ""
+        return f"{self.deployment}::{_ID_TOKEN[self.job_type]}::{self.unique}{shard}"
+
+    def shard_of(self, index: int) -> RunId:
+        """The id of this run's shard `index`."""
+        return RunId(self.deployment, self.job_type, self.unique, index)
+
+    @property
+    def parent(self) -> RunId | None:
+        """The run a shard belongs to (None for a run that is no shard)."""
+        return None if self.shard is None else RunId(self.deployment, self.job_type, self.unique)
 
     @classmethod
     def new(cls, resource: str, deployment: str, job_type: JobType, idempotency_key: str | None = None) -> RunId:
@@ -71,16 +85,18 @@ class RunId:
     def parse(cls, text: str) -> RunId:
         """The run id in `text`, or a 400 naming `runId`: nothing outside the grammar reaches the task hub."""
         match = _RUN_ID.match(text)
-        if not match or not DEPLOYMENT_NAME.match(match["deployment"]):
+        only_batches_have_shards = not match or match["shard"] is None or match["kind"] == "batch"
+        if not match or not DEPLOYMENT_NAME.match(match["deployment"]) or not only_batches_have_shards:
             raise Problem(
                 400,
                 "invalid-run-id",
                 "Invalid run id",
-                "A run id is '<deployment>::batch::<32 hex digits>' or '<deployment>::chat::<32 hex digits>', as "
-                "returned when the run started.",
+                "A run id is '<deployment>::batch::<32 hex digits>' (with '::s<n>' for a shard) or "
+                "'<deployment>::chat::<32 hex digits>', as returned when the run started.",
                 [FieldError("runId", "is not a run id")],
             )
-        return cls(match["deployment"], _TOKEN_TYPE[match["kind"]], match["unique"])
+        shard = int(match["shard"]) if match["shard"] is not None else None
+        return cls(match["deployment"], _TOKEN_TYPE[match["kind"]], match["unique"], shard)
 
     @staticmethod
     def prefix_of_job(external_id: str) -> str:
@@ -211,7 +227,11 @@ def run_resource(
                 started = json.loads(started)
             except ValueError:
                 started = None
-        if isinstance(started, dict) and run_id.job_type is JobType.BATCH:
+        if isinstance(started, dict) and run_id.job_type is JobType.BATCH and "max_request_retries" in started:
+            from shared.batch_set import BatchSet
+
+            view = BatchSet.from_dict(started).resource_view()
+        elif isinstance(started, dict) and run_id.job_type is JobType.BATCH:
             view = BatchRun.from_dict(started).resource_view()
         elif isinstance(started, dict):
             view = ChatRun.from_dict(started).resource_view(RunStatus.STARTING)

@@ -48,6 +48,13 @@ class OpenAIResource:
     tenant_id: str = ""
     api_version: str = DEFAULT_API_VERSION
     api_key_secret: str = ""  # only when the resource is reached with a key: the Key Vault secret holding it
+    # Enqueued-token quota of its batch deployments, by deployment name (Azure does not publish it through ARM):
+    # shards are cut and placed to fit. Unknown deployments have no known limit.
+    token_limits: tuple[tuple[str, int], ...] = ()
+    data_zone: str = ""  # the data zone of its region ("US", "EU"): DataZoneBatch shards stay within it
+
+    def token_limit(self, deployment: str) -> int | None:
+        return dict(self.token_limits).get(deployment)
 
     @property
     def arm_id(self) -> str:
@@ -145,6 +152,8 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
                 tenant_id=str(entry.get("tenantId", "")),
                 api_version=str(entry.get("apiVersion") or DEFAULT_API_VERSION),
                 api_key_secret=str(entry.get("apiKeySecret") or ""),
+                token_limits=_token_limits(entry.get("tokenLimits"), where),
+                data_zone=str(entry.get("dataZone") or "").upper(),
             )
         )
     names = [r.name for r in resources]
@@ -234,3 +243,13 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     if value.lower() in {"false", "0", "no"}:
         return False
     raise SettingsError(f"{name} must be true or false")
+
+
+def _token_limits(value: object, where: str) -> tuple[tuple[str, int], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0 for k, v in value.items()
+    ):
+        raise SettingsError(f"{where}.tokenLimits must map deployment names to positive whole numbers of tokens")
+    return tuple(sorted(value.items()))

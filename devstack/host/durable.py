@@ -16,6 +16,7 @@ import logging
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -94,6 +95,8 @@ class Durable:
         self.busy_activities: set[int] = set()
         self.failures: dict[str, float] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
+        # Gives an activity's durableClient input binding (as the extension does for any function): set by the server.
+        self.client_binding: Callable[[str | None], str] | None = None
         self.stopping = False
         self.closed = False
         self.stats = Stats()
@@ -652,8 +655,11 @@ class Durable:
                 if definition is None:
                     raise LookupError(function_missing(item.name, "activity", list(self.activities)))
                 value = ActivityTriggerConverter.decode(meta.Datum(item.input, "json"), trigger_metadata=None)
-                binding = str(definition.trigger.get("name"))
-                result = await invoke(definition, {binding: value}, self.activity_pool, invocation_id)
+                inputs: dict[str, Any] = {str(definition.trigger.get("name")): value}
+                for extra in definition.bindings:
+                    if extra.get("type") == "durableClient" and self.client_binding is not None:
+                        inputs[str(extra["name"])] = self.client_binding(extra.get("taskHub"))
+                result = await invoke(definition, inputs, self.activity_pool, invocation_id)
                 datum = ActivityTriggerConverter.encode(result.result, expected_type=None)
                 completion = event(
                     EventType.TaskCompleted, self.now(), TaskScheduledId=item.task_id, Result=datum.value

@@ -141,6 +141,7 @@ class Host:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_route("*", "/{tail:.*}", self._dispatch)
         self.api = DurableApi(self.durable, self.links)
+        self.durable.client_binding = lambda task_hub: self.links.client_binding(self.base_url, task_hub)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         await web.SockSite(self.runner, sock).start()

@@ -75,7 +75,13 @@ class App:
         )
 
     def batches_of(self, run_id: str, resource: str = RESOURCE) -> list[dict[str, Any]]:
-        return [b for b in self.emulator.batches(resource) if (b.get("metadata") or {}).get("runId") == run_id]
+        """The run's batches on `resource`: its own, or its shards' (`<run id>::s<n>`)."""
+        return [
+            b
+            for b in self.emulator.batches(resource)
+            if (b.get("metadata") or {}).get("runId") == run_id
+            or str((b.get("metadata") or {}).get("runId")).startswith(f"{run_id}::s")
+        ]
 
 
 def host_settings(emulator: RunningEmulator, azurite: RunningAzurite, table: str) -> dict[str, str]:
