@@ -366,6 +366,9 @@ def _next(run: BatchSet, seen: Seen, now: datetime) -> tuple[BatchSet, Step]:
     match seen:
         case ShardsPlanned(shards=planned):
             new = [Shard.from_dict(s) for s in planned]
+            if run.phase is SetPhase.RETRYING and not new:  # no transient failures after all: nothing to retry
+                run.phase = SetPhase.COLLECTING
+                return run, _merge_step(run)
             if run.phase is SetPhase.RETRYING:  # each follow-up names the shard whose failed requests it takes
                 retried = {int(s["source"]): int(s["index"]) for s in planned}
                 run.shards = [replace(s, retried_by=retried.get(s.index, s.retried_by)) for s in run.shards] + new
@@ -373,8 +376,6 @@ def _next(run: BatchSet, seen: Seen, now: datetime) -> tuple[BatchSet, Step]:
             else:
                 run.shards = new
             run.phase, run.step_failures = SetPhase.RUNNING, 0
-            if not new:  # no transient failures after all: nothing to retry
-                return _after_round(run)
             return _schedule(run, now, look=False)
         case ShardsStarted(indexes=started):
             chosen = set(started)

@@ -1,0 +1,146 @@
+"""The batch set's activities on Azurite: cutting an input into shards, a follow-up round of the transiently failed
+requests, and merging the shards' results with each request's last outcome and attempts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from shared import services
+from shared.inputs import MAX_REQUESTS
+from shared.results import staged_name
+from shared.shards import is_transient, merge_results, plan_retries, plan_shards, shard_input_name
+from shared.tokens import request_tokens
+
+pytestmark = pytest.mark.usefixtures("app_settings")
+
+RUN = "gpt-4o-batch::batch::0123456789abcdef0123456789abcdef"
+
+
+def line(custom_id: str, text: str = "hello") -> dict[str, Any]:
+    body = {"model": "gpt-4o-batch", "messages": [{"role": "user", "content": text}]}
+    return {"custom_id": custom_id, "method": "POST", "url": "/chat/completions", "body": body}
+
+
+def stage(name: str, lines: list[dict[str, Any]]) -> None:
+    services.staging().write(name, [(json.dumps(x, separators=(",", ":")) + "\n").encode() for x in lines])
+
+
+def staged(name: str) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in b"".join(services.staging().chunks(name)).splitlines() if x.strip()]
+
+
+def result(custom_id: str, status_code: int, code: str | None = None, tokens: int = 5) -> dict[str, Any]:
+    """A line of Azure's output or error file."""
+    if status_code == 200:
+        body = {
+            "choices": [{"message": {"content": f"answer {custom_id}"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": tokens, "completion_tokens": 1, "total_tokens": tokens + 1},
+        }
+        return {"custom_id": custom_id, "response": {"status_code": 200, "body": body}, "error": None}
+    if code in ("batch_expired", "batch_cancelled"):
+        return {"custom_id": custom_id, "response": None, "error": {"code": code, "message": "not run"}}
+    return {"custom_id": custom_id, "response": {"status_code": status_code, "body": {"error": {"code": code}}}}
+
+
+def stage_results(shard_id: str, lines: list[dict[str, Any]]) -> None:
+    """A shard's staged results, as its run's collect step leaves them."""
+    from shared.results import result_of
+
+    stage(staged_name(shard_id, "raw"), lines)
+    stage(staged_name(shard_id, "failed"), [r for r in (result_of(x) for x in lines) if r["status"] == "failed"])
+
+
+def test_an_input_is_cut_into_shards_within_the_token_budget_in_order() -> None:
+    requests = [line(f"r{i}", "word " * (i % 7 + 1)) for i in range(50)]
+    stage("inputs/x.jsonl", requests)
+    budget = 60
+
+    planned = plan_shards(RUN, "inputs/x.jsonl", budget, services.staging())
+
+    assert [p["index"] for p in planned] == list(range(len(planned)))
+    assert len(planned) > 1
+    cut = [staged(p["staged_input"]) for p in planned]
+    assert [x["custom_id"] for shard in cut for x in shard] == [x["custom_id"] for x in requests]
+    for shard, plan in zip(cut, planned, strict=True):
+        tokens = sum(request_tokens(x["body"]) for x in shard)
+        assert tokens == plan["estimated_tokens"] <= budget
+        assert len(shard) == plan["requests"]
+    assert planned[0]["staged_input"] == shard_input_name(RUN, 0)
+
+
+def test_without_a_budget_one_shard_takes_up_to_azures_request_limit() -> None:
+    stage("inputs/y.jsonl", [line(f"r{i}") for i in range(10)])
+
+    planned = plan_shards(RUN, "inputs/y.jsonl", None, services.staging())
+
+    assert [(p["requests"], p["round"]) for p in planned] == [(10, 0)]
+    assert MAX_REQUESTS == 100_000
+
+
+@pytest.mark.parametrize(
+    ("failure", "transient"),
+    [
+        (result("a", 429, "429"), True),
+        (result("a", 500, "server_error"), True),
+        (result("a", 503, "ServiceUnavailable"), True),
+        (result("a", 408, "request_timeout"), True),
+        (result("a", 0, "batch_expired"), True),
+        (result("a", 0, "batch_cancelled"), True),
+        (result("a", 400, "content_filter"), False),
+        (result("a", 400, "invalid_request"), False),
+        (result("a", 200), False),
+    ],
+)
+def test_which_failures_are_worth_another_try(failure: dict[str, Any], transient: bool) -> None:
+    from shared.results import result_of
+
+    assert is_transient(result_of(failure)) is transient
+
+
+def test_a_follow_up_takes_the_transient_failures_of_each_shard_as_they_were_sent() -> None:
+    stage(shard_input_name(RUN, 0), [line("a", "A"), line("b", "B"), line("c", "C"), line("d", "D")])
+    stage_results(
+        f"{RUN}::s0",
+        [
+            result("a", 200),
+            result("b", 500, "server_error"),
+            result("c", 400, "content_filter"),
+            result("d", 0, "batch_expired"),
+        ],
+    )
+    stage(shard_input_name(RUN, 1), [line("e")])
+    stage_results(f"{RUN}::s1", [result("e", 200)])
+    sources = [{"index": i, "staged_input": shard_input_name(RUN, i), "id": f"{RUN}::s{i}"} for i in (0, 1)]
+
+    planned = plan_retries(RUN, 0, sources, 2, services.staging())
+
+    assert [(p["index"], p["round"], p["source"], p["requests"]) for p in planned] == [(2, 1, 0, 2)]
+    assert staged(planned[0]["staged_input"]) == [line("b", "B"), line("d", "D")]
+
+
+def test_merged_results_keep_each_requests_last_outcome_and_count_every_attempts_usage() -> None:
+    stage_results(
+        f"{RUN}::s0", [result("a", 200, tokens=5), result("b", 500, "server_error"), result("c", 400, "content_filter")]
+    )
+    stage_results(f"{RUN}::s1", [result("d", 200, tokens=7)])
+    stage_results(f"{RUN}::s2", [result("b", 200, tokens=11)])  # the follow-up of s0's transient failure
+    shards = [
+        {"id": f"{RUN}::s0", "round": 0, "superseded": True},
+        {"id": f"{RUN}::s1", "round": 0, "superseded": False},
+        {"id": f"{RUN}::s2", "round": 1, "superseded": False},
+    ]
+
+    collected = merge_results(RUN, shards, services.staging())
+
+    merged = {r["custom_id"]: r for r in staged(staged_name(RUN, "all"))}
+    assert sorted(merged) == ["a", "b", "c", "d"]
+    assert (merged["b"]["status"], merged["b"]["attempts"], merged["b"]["content"]) == ("succeeded", 2, "answer b")
+    assert (merged["c"]["status"], merged["c"]["attempts"]) == ("failed", 1)  # content filtering is final
+    assert merged["a"]["attempts"] == 1
+    assert (collected.succeeded, collected.failed) == (3, 1)
+    assert collected.usage.prompt_tokens == 5 + 7 + 11
+    assert [r["custom_id"] for r in staged(staged_name(RUN, "failed"))] == ["c"]
+    assert sorted(r["custom_id"] for r in staged(staged_name(RUN, "raw"))) == ["a", "b", "c", "d"]
