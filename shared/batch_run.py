@@ -772,16 +772,12 @@ def _watch(run: BatchRun, now: datetime, *, may_cancel: bool = True) -> tuple[Ba
     assert batch is not None
     failure = batch.failure()
     if failure and failure.code == "token_limit_exceeded" and not run.cancel_requested:
-        # Where Azure checks quota only at validation the batch fails; its guidance is to submit again later.
-        run = replace(
-            run,
-            attempt=run.attempt + 1,
-            batch=None,
-            phase=Phase.QUOTA,
-            status=RunStatus.STARTING,
-            cancel_sent=False,
-            quota_waits=run.quota_waits + 1,
-        )
+        # Where Azure checks quota only at validation the batch fails; its guidance is to submit again later. A
+        # shard of a pool first tries the pool's other deployments (the failed batch holds nothing, costs nothing).
+        run = replace(run, attempt=run.attempt + 1, batch=None, status=RunStatus.STARTING, cancel_sent=False)
+        if len(run.places) > 1 and run.refused_here + 1 < len(run.places):
+            return _submit(_moved(run), now)
+        run = replace(run, phase=Phase.QUOTA, quota_waits=run.quota_waits + 1, refused_here=0)
         return _wait(run, now, QUOTA_BACKOFF.delay(run.quota_waits))
     if batch.is_terminal:
         if not run.results_collected and run.collect_failures < MAX_COLLECT_FAILURES:

@@ -487,17 +487,20 @@ def _schedule(run: BatchSet, now: datetime, *, look: bool) -> tuple[BatchSet, St
 
 
 def _places_for(run: BatchSet, shard: Shard, held: dict[str, int]) -> list[dict[str, Any]] | None:
-    """The pool's places in the order a shard tries them: the one with most quota free first (None when no place
-    has room for it now). A place without a configured limit always has room."""
+    """The pool's places in the order a shard tries them: the one with most quota free first, except that a
+    follow-up shard goes elsewhere than where its requests just failed when another place has room (None when no
+    place has room for it now). A place without a configured limit always has room."""
 
     def free(place: dict[str, Any]) -> float:
         limit = place.get("tokenLimit")
         return float("inf") if not limit else int(limit) - held.get(place["resource"], 0)
 
-    ordered = sorted(run.places, key=lambda p: -free(p))
-    if not ordered or free(ordered[0]) < shard.estimated_tokens:
+    failed_at = {s.resource for s in run.shards if s.retried_by == shard.index}
+    roomy = [p for p in run.places if free(p) >= shard.estimated_tokens]
+    if not roomy:
         return None
-    return ordered
+    first = min(roomy, key=lambda p: (p["resource"] in failed_at, -free(p)))
+    return [first] + [p for p in sorted(run.places, key=lambda p: -free(p)) if p is not first]
 
 
 def _watch(run: BatchSet, now: datetime, indexes: list[int], look: bool) -> tuple[BatchSet, Step]:

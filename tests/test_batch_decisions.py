@@ -42,6 +42,7 @@ from shared.batch_run import (
     Indexed,
     IndexRun,
     InputResolved,
+    InputUploaded,
     Phase,
     ResolveInput,
     ResultsCollected,
@@ -51,6 +52,7 @@ from shared.batch_run import (
     SubmitAnswered,
     SubmitOutcome,
     TimerFired,
+    UploadInput,
     Wait,
     decide,
     seen_from_dict,
@@ -831,3 +833,70 @@ def test_a_run_that_never_had_a_batch_has_no_usage_outputs() -> None:
     view = RUN.resource_view()
 
     assert {k: view["outputs"][k] for k in (*USAGE, "estimatedCost")} == dict.fromkeys((*USAGE, "estimatedCost"))
+
+
+EAST = {"resource": "aoai-devstack-eastus", "deployment": "gpt-4o-batch", "monitorUrl": "https://portal/east"}
+WEST = {"resource": "aoai-west", "deployment": "gpt-4o-batch-w", "monitorUrl": "https://portal/west"}
+SHARD = replace(
+    RUN,
+    run_id=f"{RUN.run_id}::s0",
+    input_file_id=None,
+    staged_input="runs/s0.jsonl",
+    uploaded={EAST["resource"]: "file-east"},
+    places=[EAST, WEST],
+)
+
+
+def test_a_shard_refused_for_quota_moves_to_the_pools_next_deployment_uploading_its_input_there() -> None:
+    at_east = replace(SHARD, input_file_id="file-east", phase=Phase.SUBMITTING)
+    refused = SubmitAnswered(outcome=SubmitOutcome.QUOTA)
+
+    moved, step = decided(at_east, refused)
+    assert step == UploadInput(SHARD.run_id, WEST["resource"], "runs/s0.jsonl")
+    assert (moved.resource, moved.deployment, moved.monitor_url) == (
+        WEST["resource"],
+        "gpt-4o-batch-w",
+        "https://portal/west",
+    )
+    uploaded, step = decided(moved, InputUploaded(resource=WEST["resource"], file_id="file-west"))
+    assert isinstance(step, Submit)
+    assert uploaded.input_file_id == "file-west"
+
+    # Refused there too: every place has refused in a row, so the shard waits for quota where it is.
+    waiting, step = decided(uploaded, refused)
+    assert isinstance(step, Wait)
+    assert step.until == after(QUOTA_BACKOFF.delay(1))
+    assert (waiting.phase, waiting.resource, waiting.refused_here) == (Phase.QUOTA, WEST["resource"], 0)
+    # After the wait it tries again where it is, and a refusal there moves it back to the first place.
+    again, step = decided(waiting, TimerFired())
+    assert isinstance(step, Submit)
+    assert step.resource == WEST["resource"]
+    back, step = decided(again, refused)
+    assert (back.resource, back.input_file_id, back.refused_here) == (EAST["resource"], "file-east", 1)
+    assert isinstance(step, Submit)
+    assert step.resource == EAST["resource"]
+
+
+def test_a_shard_whose_batch_fails_at_validation_for_quota_moves_then_waits_once_every_place_failed() -> None:
+    failed = replace(SHARD, input_file_id="file-east", phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch())
+
+    moved, step = decided(failed, BatchChecked(batch=QUOTA_FAILED))
+    assert step == UploadInput(SHARD.run_id, WEST["resource"], "runs/s0.jsonl")
+    assert (moved.resource, moved.attempt, moved.batch, moved.status) == (
+        WEST["resource"],
+        RUN.attempt + 1,
+        None,
+        RunStatus.STARTING,
+    )
+    moved, step = decided(moved, InputUploaded(resource=WEST["resource"], file_id="file-west"))
+    assert isinstance(step, Submit)
+    assert step.attempt == RUN.attempt + 1
+    running = replace(moved, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch())
+    waiting, step = decided(running, BatchChecked(batch=QUOTA_FAILED))
+    assert isinstance(step, Wait)
+    assert step.until == after(QUOTA_BACKOFF.delay(1))
+    assert (waiting.phase, waiting.resource, waiting.attempt) == (Phase.QUOTA, WEST["resource"], RUN.attempt + 2)
+
+    alone, step = decided(replace(failed, places=[EAST]), BatchChecked(batch=QUOTA_FAILED))
+    assert isinstance(step, Wait)
+    assert (alone.phase, alone.resource) == (Phase.QUOTA, EAST["resource"])

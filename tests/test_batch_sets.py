@@ -187,6 +187,20 @@ def test_a_round_with_unfinished_requests_plans_a_follow_up_round() -> None:
     run, step = decided(run, ShardsPlanned(shards=[follow_up]))
     assert (run.round, run.shards[1].retried_by) == (1, 2)
     assert isinstance(step, StartShards)
+    # Its requests failed on east, which has the most quota free: the follow-up goes to west, and may move back.
+    assert [p["resource"] for p in step.children[0]["places"]] == ["west", "east"]
+
+
+def test_a_follow_up_goes_back_where_its_requests_failed_when_no_other_place_has_room() -> None:
+    run = replace(ended_round(), phase=SetPhase.RETRYING)
+    run.shards[0] = replace(run.shards[0], status="running", resource="west")  # 400 of west's 600 are held
+    run.shards[1] = replace(run.shards[1], status="ended", run_status="Failed", completed=4, failed=6)
+    follow_up = planned(1, requests=6, round_=1, first=2)[0] | {"source": 1}
+
+    run, step = decided(run, ShardsPlanned(shards=[follow_up]))
+
+    assert isinstance(step, StartShards)
+    assert [p["resource"] for p in step.children[0]["places"]] == ["east", "west"]
 
 
 def test_no_transient_failures_after_all_goes_straight_to_merging() -> None:
