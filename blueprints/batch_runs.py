@@ -38,7 +38,6 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         CancelArrived,
         ContinueAsNew,
         Finish,
-        IndexRun,
         Seen,
         TimerFired,
         Wait,
@@ -52,7 +51,7 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
     seen: Seen = Began()
     while True:
         run, step = decide(run, seen, context.current_utc_datetime)
-        if not isinstance(step, IndexRun):  # what the portal shows, the run index already knows
+        if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
             context.set_custom_status(run.resource_view())
         if isinstance(step, Finish):
             return run.resource_view()
@@ -167,5 +166,6 @@ def upload_input(step: dict[str, Any]) -> dict[str, Any]:
 
     request: UploadInput = UploadInput.from_dict(step)
     client = services.openai_client(request.resource)
-    file_id = upload_staged(request.staged_input, f"{request.run_id}.jsonl", services.staging(), client)
+    staging = services.staging()
+    file_id = upload_staged(request.staged_input, f"{request.run_id}.jsonl", staging, client, request.deployment)
     return seen_to_dict(InputUploaded(resource=request.resource, file_id=file_id))

@@ -34,7 +34,6 @@ def batch_set(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         CancelArrived,
         ContinueAsNew,
         Finish,
-        IndexRun,
         Seen,
         TimerFired,
         Wait,
@@ -48,7 +47,7 @@ def batch_set(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
     seen: Seen = Began()
     while True:
         run, step = decide_set(run, seen, context.current_utc_datetime)
-        if not isinstance(step, IndexRun):
+        if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
             context.set_custom_status(run.resource_view())
         if isinstance(step, Finish):
             return run.resource_view(with_shards=True)

@@ -527,11 +527,13 @@ class Wait(Step):
 
 @dataclass(frozen=True)
 class UploadInput(Step):
-    """Upload the shard's staged input to the resource that will run it (files belong to the resource)."""
+    """Upload the shard's staged input to the resource that will run it (files belong to the resource), its lines
+    naming that resource's deployment."""
 
     run_id: str
     resource: str
     staged_input: str
+    deployment: str
 
 
 @dataclass(frozen=True)
@@ -730,7 +732,7 @@ def _submit(run: BatchRun, now: datetime) -> tuple[BatchRun, Step]:
             ),
         )
     if run.staged_input and not run.input_file_id and not ending:
-        return run, UploadInput(run.run_id, run.resource, run.staged_input)
+        return run, UploadInput(run.run_id, run.resource, run.staged_input, run.deployment)
     return run, run.submit_step(now, lookup_only=ending)
 
 

@@ -460,15 +460,32 @@ def _processed(client: AzureOpenAIClient, uploaded: File, sleep: Callable[[float
     return uploaded
 
 
-def upload_staged(staged: str, filename: str, staging: Staging, client: AzureOpenAIClient) -> str:
-    """A staged input uploaded to a resource (streamed) and processed there; its file id. An upload that Azure could
-    not process raises (the caller tries again)."""
-    size = staging.size(staged)
-    if size is None:
+def upload_staged(staged: str, filename: str, staging: Staging, client: AzureOpenAIClient, deployment: str) -> str:
+    """A staged input uploaded to a resource (streamed) and processed there, every line's `body.model` naming
+    `deployment` (a batch runs only on the deployment its lines name, and a shard may run on another resource's
+    deployment of the model); its file id. An upload that Azure could not process raises (the caller tries again).
+    The input is read twice, first for the upload's length, so memory stays bounded whatever its size."""
+    from shared.staging import lines
+
+    if staging.size(staged) is None:
         raise FileNotFoundError(f"staged input {staged} is missing")
-    uploaded = _processed(
-        client, client.upload_file(filename.replace(":", "-"), staging.chunks(staged), size), time.sleep
-    )
+
+    def retargeted() -> Iterator[bytes]:
+        for line in lines(staging.chunks(staged)):
+            if line.strip():
+                yield _naming(line, deployment)
+
+    size = sum(len(line) for line in retargeted())
+    uploaded = _processed(client, client.upload_file(filename.replace(":", "-"), retargeted(), size), time.sleep)
     if uploaded.status != "processed":
         raise RuntimeError(f"file {uploaded.id} is {uploaded.status}: {uploaded.status_details or 'no detail'}")
     return uploaded.id
+
+
+def _naming(line: bytes, deployment: str) -> bytes:
+    """A request line whose `body.model` is `deployment`, with its line break (untouched when it already is)."""
+    request = json.loads(line)
+    if request["body"].get("model") == deployment:
+        return line + b"\n"
+    request["body"]["model"] = deployment
+    return json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"

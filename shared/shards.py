@@ -21,6 +21,11 @@ TRANSIENT_CODES = frozenset(
 )
 
 
+# A shard's lines name the deployment that runs it, which may be another resource's with a longer name (Azure allows
+# 64 characters): each line is counted this much longer, so a shard stays within a file's bytes wherever it runs.
+DEPLOYMENT_NAME_ROOM = 64
+
+
 def shard_input_name(run_id: str, index: int) -> str:
     return f"shards/{run_id}/s{index}.jsonl"
 
@@ -48,7 +53,7 @@ class _ShardWriter:
         self.requests = self.bytes = self.tokens = 0
 
     def add(self, line: bytes, tokens: int, **extra: Any) -> None:
-        size = len(line) + 1
+        size = len(line) + 1 + DEPLOYMENT_NAME_ROOM
         full = self.writer is not None and (
             self.requests + 1 > MAX_REQUESTS
             or self.bytes + size > MAX_FILE_BYTES

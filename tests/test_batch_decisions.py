@@ -852,7 +852,7 @@ def test_a_shard_refused_for_quota_moves_to_the_pools_next_deployment_uploading_
     refused = SubmitAnswered(outcome=SubmitOutcome.QUOTA)
 
     moved, step = decided(at_east, refused)
-    assert step == UploadInput(SHARD.run_id, WEST["resource"], "runs/s0.jsonl")
+    assert step == UploadInput(SHARD.run_id, WEST["resource"], "runs/s0.jsonl", "gpt-4o-batch-w")
     assert (moved.resource, moved.deployment, moved.monitor_url) == (
         WEST["resource"],
         "gpt-4o-batch-w",
@@ -881,7 +881,7 @@ def test_a_shard_whose_batch_fails_at_validation_for_quota_moves_then_waits_once
     failed = replace(SHARD, input_file_id="file-east", phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch())
 
     moved, step = decided(failed, BatchChecked(batch=QUOTA_FAILED))
-    assert step == UploadInput(SHARD.run_id, WEST["resource"], "runs/s0.jsonl")
+    assert step == UploadInput(SHARD.run_id, WEST["resource"], "runs/s0.jsonl", "gpt-4o-batch-w")
     assert (moved.resource, moved.attempt, moved.batch, moved.status) == (
         WEST["resource"],
         RUN.attempt + 1,

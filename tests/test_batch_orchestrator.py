@@ -528,3 +528,28 @@ def test_a_failed_index_write_does_not_stop_the_run() -> None:
     replay.fail("index_run", "Azure Table Storage 503")
 
     assert replay.activity().name == "submit_batch"
+
+
+def test_a_continue_as_new_between_a_status_change_and_its_index_write_never_shows_the_status_early() -> None:
+    """The portal and the API show a run's status only once the run index has it, even when the history budget
+    makes the run continue as new right after deciding it: each number of looks shifts that boundary."""
+    landed = False
+    for looks in range(40):
+        replay = started()
+        replay.complete("submit_batch", answer(SubmitOutcome.SUBMITTED, snapshot("validating")))
+        seen = 0
+        while True:
+            if replay.continued:
+                landed = landed or replay.continued_with["status"] != replay.continued_with["indexed_status"]
+                replay.continue_as_new()
+            elif replay.done:
+                break
+            elif not replay.activity_pending:
+                replay.fire_timer()
+            else:
+                seen += 1
+                replay.complete("check_batch", checked(COMPLETED if seen > looks else snapshot("in_progress")))
+            shown = replay.custom_status["status"] if replay.custom_status else "Starting"
+            assert shown in ["Starting", *replay.indexed], looks
+        assert replay.output["status"] == "Success"
+    assert landed

@@ -13,6 +13,8 @@ from shared.inputs import MAX_REQUESTS
 from shared.results import staged_name
 from shared.shards import is_transient, merge_results, plan_retries, plan_shards, shard_input_name
 from shared.tokens import request_tokens
+from tests.conftest import RunningEmulator
+from tests.devstack.conftest import DataPlane
 
 pytestmark = pytest.mark.usefixtures("app_settings")
 
@@ -144,3 +146,41 @@ def test_merged_results_keep_each_requests_last_outcome_and_count_every_attempts
     assert collected.usage.prompt_tokens == 5 + 7 + 11
     assert [r["custom_id"] for r in staged(staged_name(RUN, "failed"))] == ["c"]
     assert sorted(r["custom_id"] for r in staged(staged_name(RUN, "raw"))) == ["a", "b", "c", "d"]
+
+
+def test_a_shard_stays_within_a_files_bytes_whichever_deployment_of_the_pool_runs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import shared.shards
+
+    monkeypatch.setattr(shared.shards, "MAX_FILE_BYTES", 2_000)
+    stage("inputs/b.jsonl", [line(f"r{i}", "word " * 10) for i in range(40)])
+    longest = "d" * 64  # Azure's longest deployment name
+
+    planned = plan_shards(RUN, "inputs/b.jsonl", None, services.staging())
+
+    assert len(planned) > 1
+    for plan in planned:
+        renamed = [x | {"body": x["body"] | {"model": longest}} for x in staged(plan["staged_input"])]
+        assert sum(len(json.dumps(x, separators=(",", ":"))) + 1 for x in renamed) <= 2_000
+    # Without that room the shards would be fuller: a shard filled to the limit would overflow once renamed.
+    monkeypatch.setattr(shared.shards, "DEPLOYMENT_NAME_ROOM", 0)
+    assert len(plan_shards(RUN, "inputs/b.jsonl", None, services.staging())) < len(planned)
+
+
+def test_a_shards_input_is_uploaded_naming_the_deployment_that_runs_it(emulator: RunningEmulator) -> None:
+    from shared.inputs import upload_staged
+
+    stage("inputs/u.jsonl", [line("a", "héllo"), line("b")])
+    client = services.openai_client("aoai-devstack-eastus")
+
+    file_id = upload_staged("inputs/u.jsonl", "s0.jsonl", services.staging(), client, "gpt-4o-other")
+    same_id = upload_staged("inputs/u.jsonl", "s0.jsonl", services.staging(), client, "gpt-4o-batch")
+
+    target = emulator.resource("aoai-devstack-eastus")
+    plane = DataPlane(target["endpoint"], target["apiKey"])
+    uploaded = plane.content_lines(file_id)
+    assert [(x["custom_id"], x["body"]["model"]) for x in uploaded] == [("a", "gpt-4o-other"), ("b", "gpt-4o-other")]
+    assert uploaded[0]["body"]["messages"][0]["content"] == "héllo"
+    as_is = plane.request("GET", f"files/{same_id}/content").content  # already named: uploaded byte for byte
+    assert as_is == b"".join(services.staging().chunks("inputs/u.jsonl"))

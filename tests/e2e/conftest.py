@@ -84,7 +84,14 @@ class App:
         ]
 
 
-def host_settings(emulator: RunningEmulator, azurite: RunningAzurite, table: str) -> dict[str, str]:
+def host_settings(
+    emulator: RunningEmulator,
+    azurite: RunningAzurite,
+    table: str,
+    resource_settings: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, str]:
+    """The app settings of an e2e host: every emulated resource, with `resource_settings` added to the entries they
+    name (e.g. `tokenLimits`)."""
     arm = emulator.endpoints["arm"]
     resources = [
         {
@@ -94,6 +101,7 @@ def host_settings(emulator: RunningEmulator, azurite: RunningAzurite, table: str
             "resourceGroup": arm["resourceGroup"],
             "tenantId": emulator.endpoints["tenantId"],
         }
+        | (resource_settings or {}).get(name, {})
         for name in emulator.resource_names
     ]
     return {
@@ -108,12 +116,18 @@ def host_settings(emulator: RunningEmulator, azurite: RunningAzurite, table: str
     }
 
 
-def start_host(state_dir: Path, emulator: RunningEmulator, azurite: RunningAzurite, table: str) -> RunningHost:
+def start_host(
+    state_dir: Path,
+    emulator: RunningEmulator,
+    azurite: RunningAzurite,
+    table: str,
+    resource_settings: dict[str, dict[str, Any]] | None = None,
+) -> RunningHost:
     clock = emulator.endpoints["emulator"]["clock"]
     return launch(
         state_dir,
         app=ROOT,
-        settings=host_settings(emulator, azurite, table),
+        settings=host_settings(emulator, azurite, table, resource_settings),
         args=["--endpoints-file", str(emulator.state_dir / "endpoints.json")],
         epoch=clock["DEVSTACK_EPOCH"],
         time_scale=float(clock["DEVSTACK_TIME_SCALE"]),
