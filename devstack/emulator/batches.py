@@ -181,7 +181,7 @@ class Batch:
         return self.status in TERMINAL_STATUSES
 
     def request_counts(self) -> dict[str, int | None]:
-        if self.status == "failed":
+        if self.status == "failed" and self.in_progress_at is None:
             # As Azure reports a batch that failed validation: the lines it saw, nothing processed (null members).
             return {"completed": None, "failed": None, "total": self.lines_seen}
         done = self.tasks[: self.processed]

@@ -39,6 +39,7 @@ from devstack.emulator.completions import chat_request_problem, complete
 from devstack.emulator.errors import ServiceError, openai_error, v1_error
 from devstack.emulator.state import EmulatorState
 from devstack.emulator.tokens import COGNITIVE_AUDIENCES, InvalidToken, bearer_token
+from devstack.emulator.user_blobs import BlobReply
 
 API_VERSION = API_2024_10_21
 # The v1 OpenAPI's AzureAIFoundryModelsApiVersion: optional, "v1" when not given. Azure's answer to any other value
@@ -455,7 +456,7 @@ class DataPlane:
         raise self._not_found()
 
 
-def _blob_problem(what: str, subject: str, reply: Any, param: str | None = None) -> dict[str, Any]:
+def _blob_problem(what: str, subject: str, reply: BlobReply, param: str | None = None) -> dict[str, Any]:
     code = f"{what}_not_found" if reply.status == 404 else f"{what}_not_accessible"
     hint = (
         "was not found"

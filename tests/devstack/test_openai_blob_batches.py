@@ -229,6 +229,7 @@ def test_results_that_cannot_be_written_fail_the_batch(
     failed = run_to_end(eastus_v1, batch["id"])
 
     assert failed["status"] == "failed"
+    assert failed["request_counts"] == {"completed": 2, "failed": 0, "total": 2}  # they ran; their results are lost
     assert failed["cancelled_at"] is None
     assert failed["failed_at"] is not None
     assert failed["errors"]["data"][0]["code"] == "output_folder_write_failed"
