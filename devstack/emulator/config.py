@@ -174,6 +174,9 @@ class Resource:
     # Where the enqueued-token quota is enforced: "create" (fail fast: POST /batches answers 400, as in most
     # regions) or "validation" (the batch is created, then fails validation with token_limit_exceeded).
     quota_check: str = "create"
+    # Whether the resource can take batch input from, and write results to, a user's blob storage (`input_blob`,
+    # `output_folder`): in Azure that needs its system-assigned managed identity with access to that storage.
+    blob_storage: bool = False
 
     def deployment(self, name: str) -> Deployment | None:
         return self.deployments.get(name)
@@ -264,6 +267,7 @@ class EmulatorConfig:
                 deployments=deployments,
                 speeds=resource_speeds,
                 quota_check=parse_quota_check(entry.get("quotaCheck", "create"), name),
+                blob_storage=parse_blob_storage(entry.get("blobStorage", False), name),
             )
         if not resources:
             raise ConfigError("at least one Azure OpenAI resource must be configured")
@@ -372,3 +376,9 @@ def parse_quota_check(value: Any, resource: str) -> str:
     if value not in QUOTA_CHECKS:
         raise ConfigError(f"resource {resource!r}: quotaCheck must be one of {', '.join(QUOTA_CHECKS)}")
     return str(value)
+
+
+def parse_blob_storage(value: Any, resource: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"resource {resource!r}: blobStorage must be true or false, not {value!r}")
+    return value

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from devstack.emulator.config import ConfigError, Deployment, parse_quota_check
+from devstack.emulator.config import ConfigError, Deployment, parse_blob_storage, parse_quota_check
 from devstack.emulator.errors import arm_error, keyvault_error, openai_error
 from devstack.emulator.faults import FaultRule, FaultRuleError, RequestLog
 from devstack.emulator.state import EmulatorState
@@ -129,6 +129,7 @@ class Control:
         """Every batch the resource holds, with metadata, regardless of credentials: how tests count batches."""
         resource = self._resource(request)
         resource.advance_all(self.state.clock.now())
+        await resource.write_results(self.state.user_blobs)
         batches = [
             {**batch.to_json(), "deployment": batch.deployment, "enqueuedTokens": batch.enqueued_tokens}
             for batch in resource.batches.values()
@@ -158,19 +159,21 @@ class Control:
         return web.Response(status=204)
 
     async def patch_resource(self, request: web.Request) -> web.Response:
-        """Changes how the resource behaves: `{"quotaCheck": "create" | "validation"}`."""
+        """Changes how the resource behaves: `{"quotaCheck": "create" | "validation", "blobStorage": bool}` (every
+        setting given, or none of them)."""
         resource = self._resource(request)
+        settings = resource.resource
         body = await _json_object(request, "resource settings")
-        unknown = set(body) - {"quotaCheck"}
+        unknown = set(body) - {"quotaCheck", "blobStorage"}
         if unknown:
             return _problem(400, f"unknown resource settings: {sorted(unknown)}")
         try:
-            resource.resource.quota_check = parse_quota_check(
-                body.get("quotaCheck", resource.resource.quota_check), resource.resource.name
-            )
+            quota_check = parse_quota_check(body.get("quotaCheck", settings.quota_check), settings.name)
+            blob_storage = parse_blob_storage(body.get("blobStorage", settings.blob_storage), settings.name)
         except ConfigError as exc:
             return _problem(400, str(exc))
-        return web.json_response({"quotaCheck": resource.resource.quota_check})
+        settings.quota_check, settings.blob_storage = quota_check, blob_storage
+        return web.json_response({"quotaCheck": settings.quota_check, "blobStorage": settings.blob_storage})
 
     async def patch_speeds(self, request: web.Request) -> web.Response:
         """Changes how fast new batches of this resource move (batches already created keep their speeds)."""

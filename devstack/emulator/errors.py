@@ -25,6 +25,22 @@ def openai_error(
     return web.json_response({"error": error}, status=status, headers=headers)
 
 
+def v1_error(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    param: str | None = None,
+    type_: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """Azure OpenAI v1 API (`/openai/v1/...`): the v1 OpenAPI's `AzureErrorResponse`, `{"error": {"code", "message",
+    "param", "type"}}` with `param` null when no parameter is at fault and `type` "error" unless the error has an
+    OpenAI type (invalid_request_error); `inner_error`, optional there, is left out (nothing to put in it)."""
+    error = {"code": code, "message": message, "param": param, "type": type_ or "error"}
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
 def arm_error(status: int, code: str, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
     """Azure Resource Manager: `{"error": {"code", "message"}}`."""
     return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)

@@ -151,6 +151,8 @@ async def serve(options: Options) -> None:
         main_sock.close()
         raise
     tls = issue_tls(options.state_dir)
+    # The user-storage account (blob batches) serves a certificate from this CA; the resources' identity trusts it.
+    state.user_blobs.ssl = ssl.create_default_context(cafile=str(tls.ca_bundle))
     runners = [
         web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE_SECONDS) for app in (main_app, vault_app)
     ]

@@ -9,6 +9,7 @@ from devstack.emulator.batches import ResourceState
 from devstack.emulator.config import EmulatorConfig
 from devstack.emulator.faults import FaultInjector, RequestLog
 from devstack.emulator.tokens import TokenIssuer
+from devstack.emulator.user_blobs import UserBlobs
 from devstack.emulator.vault import SecretStore
 
 
@@ -18,6 +19,7 @@ class EmulatorState:
         self.config = config
         self.clock = clock
         self.issuer = TokenIssuer(config.tenant_id)
+        self.user_blobs = UserBlobs(self.issuer)
         self.faults = FaultInjector([], seed=fault_seed)
         self.log = RequestLog()
         self.openai: dict[str, ResourceState] = {}

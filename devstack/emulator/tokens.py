@@ -57,8 +57,11 @@ class TokenIssuer:
         self.principal_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"devstack-identity/{tenant_id}"))
         self.client_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"devstack-client/{tenant_id}"))
 
-    def issue(self, resource: str, client_id: str | None = None) -> IssuedToken:
+    def issue(self, resource: str, client_id: str | None = None, principal_id: str | None = None) -> IssuedToken:
+        """A token for `resource`; as the app's identity unless `principal_id` (and `client_id`) name another one,
+        such as an Azure OpenAI resource's system-assigned identity."""
         now = int(time.time())
+        principal = principal_id or self.principal_id
         expires_on = now + TOKEN_LIFETIME_SECONDS
         claims: dict[str, Any] = {
             "aud": resource,
@@ -69,8 +72,8 @@ class TokenIssuer:
             "appid": client_id or self.client_id,
             "appidacr": "2",
             "idtyp": "app",
-            "oid": self.principal_id,
-            "sub": self.principal_id,
+            "oid": principal,
+            "sub": principal,
             "tid": self.tenant_id,
             "uti": secrets.token_urlsafe(16),
             "ver": "1.0",

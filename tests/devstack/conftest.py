@@ -14,18 +14,20 @@ API_VERSION = "2024-10-21"
 
 
 class DataPlane:
-    """Raw HTTP access to one emulated Azure OpenAI resource, authenticated with its api-key."""
+    """Raw HTTP access to one emulated Azure OpenAI resource, authenticated with its api-key: api-version 2024-10-21
+    (`/openai/...?api-version=2024-10-21`), or with `v1` the v1 API (`/openai/v1/...`, no api-version)."""
 
-    def __init__(self, endpoint: str, api_key: str) -> None:
+    def __init__(self, endpoint: str, api_key: str, *, v1: bool = False) -> None:
         self.endpoint = endpoint
+        self.v1 = v1
         self.session = requests.Session()
         self.session.headers["api-key"] = api_key
 
     def url(self, path: str) -> str:
-        return f"{self.endpoint}/openai/{path.lstrip('/')}"
+        return f"{self.endpoint}/openai/{'v1/' if self.v1 else ''}{path.lstrip('/')}"
 
     def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        params = {"api-version": API_VERSION, **kwargs.pop("params", {})}
+        params = {**({} if self.v1 else {"api-version": API_VERSION}), **kwargs.pop("params", {})}
         return self.session.request(method, self.url(path), params=params, timeout=30, **kwargs)
 
     def upload(
@@ -35,7 +37,7 @@ class DataPlane:
         a batch from it; returns the file as last read."""
         data = content.encode() if isinstance(content, str) else content
         response = self.request("POST", "files", data={"purpose": purpose}, files={"file": (filename, data)})
-        assert response.status_code == 201, response.text
+        assert response.status_code == (200 if self.v1 else 201), response.text
         uploaded = dict(response.json())
         if not wait or uploaded["status"] == "processed":
             return uploaded
@@ -89,3 +91,15 @@ def eastus(emulator: RunningEmulator) -> DataPlane:
 def sweden(emulator: RunningEmulator) -> DataPlane:
     resource = emulator.resource("aoai-devstack-swedencentral")
     return DataPlane(resource["endpoint"], resource["apiKey"])
+
+
+@pytest.fixture
+def eastus_v1(emulator: RunningEmulator) -> DataPlane:
+    resource = emulator.resource("aoai-devstack-eastus")
+    return DataPlane(resource["endpoint"], resource["apiKey"], v1=True)
+
+
+@pytest.fixture
+def sweden_v1(emulator: RunningEmulator) -> DataPlane:
+    resource = emulator.resource("aoai-devstack-swedencentral")
+    return DataPlane(resource["endpoint"], resource["apiKey"], v1=True)
