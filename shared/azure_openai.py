@@ -1,4 +1,6 @@
-"""Azure OpenAI data-plane client (api-version 2024-10-21): batches and chat completions.
+"""Azure OpenAI data-plane client: files, batches and chat completions, on a dated api-version (2024-10-21) or on
+the v1 API (`/openai/v1/...`, no api-version, the deployment named in a chat body's `model`), which models released
+after 2024-10-21 need for Global Batch. Both serve the same files and batches with the same bodies.
 
 Reads (GET) are retried by the shared retry policy. Creating a batch is never retried here: when its reply is
 lost the caller must first look for the batch it may have created (see `find_batch`), or it could pay twice.
@@ -21,6 +23,7 @@ from shared.arm import TokenCredential
 from shared.http import DEFAULT_TIMEOUT_SECONDS, MAX_RETRY_AFTER_SECONDS, AzureError, azure_session
 
 COGNITIVE_SCOPE = "https://cognitiveservices.azure.com/.default"
+V1 = "v1"  # a resource's `apiVersion` that selects the v1 API
 THROTTLE_RETRIES = 4  # further attempts of a throttled (429) chat completion
 BATCH_PAGE_SIZE = 100  # the most Azure returns per page of the batch list
 CONTENT_CHUNK_BYTES = 1024 * 1024
@@ -188,7 +191,7 @@ class AzureOpenAIClient:
     def create_batch(
         self, input_file_id: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None = None
     ) -> Batch:
-        """POST /openai/batches with exactly Azure's body; one attempt, never retried."""
+        """POST …/batches with exactly Azure's body; one attempt, never retried."""
         body: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
@@ -230,7 +233,7 @@ class AzureOpenAIClient:
         return File.from_azure(self._call("GET", f"files/{_segment(file_id)}"))
 
     def upload_file(self, filename: str, chunks: Iterable[bytes], size: int, purpose: str = "batch") -> File:
-        """POST /openai/files (multipart: `purpose`, `file`), the content streamed from `chunks` (`size` bytes in
+        """POST …/files (multipart: `purpose`, `file`), the content streamed from `chunks` (`size` bytes in
         all), so a file of any size is sent in bounded memory. One attempt, never retried: a lost reply leaves at
         most an unused file behind, which costs nothing."""
         boundary = uuid.uuid4().hex
@@ -247,18 +250,23 @@ class AzureOpenAIClient:
         return File.from_azure(reply)
 
     def file_content(self, file_id: str) -> Iterator[bytes]:
-        """GET /openai/files/{id}/content, a chunk at a time (results files can be large)."""
+        """GET …/files/{id}/content, a chunk at a time (results files can be large)."""
         response = self._send("GET", f"files/{_segment(file_id)}/content", stream=True)
         with response:
             yield from response.iter_content(CONTENT_CHUNK_BYTES)
 
     # Chat ----------------------------------------------------------------------------------------------------
     def chat_completion(self, deployment: str, body: dict[str, Any]) -> ChatCompletion:
-        """POST …/chat/completions. A 429 means Azure did not run the request, so it is retried (at most
-        THROTTLE_RETRIES times, waiting as Retry-After says, capped); any other failure is raised at once."""
+        """POST …/chat/completions (v1: the deployment as the body's `model`). A 429 means Azure did not run the
+        request, so it is retried (at most THROTTLE_RETRIES times, waiting as Retry-After says, capped); any other
+        failure is raised at once."""
+        if self.is_v1:
+            path, body = "chat/completions", {**body, "model": deployment}
+        else:
+            path = f"deployments/{_segment(deployment)}/chat/completions"
         for attempt in range(THROTTLE_RETRIES + 1):
             try:
-                reply = self._call("POST", f"deployments/{_segment(deployment)}/chat/completions", json=body)
+                reply = self._call("POST", path, json=body)
                 return ChatCompletion.from_azure(reply)
             except AzureError as error:
                 if error.status != 429 or attempt == THROTTLE_RETRIES:
@@ -268,6 +276,10 @@ class AzureOpenAIClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     # Plumbing ------------------------------------------------------------------------------------------------
+    @property
+    def is_v1(self) -> bool:
+        return self.api_version == V1
+
     def _headers(self) -> dict[str, str]:
         if self.api_key is not None:
             return {"api-key": self.api_key}
@@ -286,12 +298,13 @@ class AzureOpenAIClient:
         return body
 
     def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        params = {"api-version": self.api_version, **kwargs.pop("params", {})}
+        params = ({} if self.is_v1 else {"api-version": self.api_version}) | kwargs.pop("params", {})
         headers = {**self._headers(), **kwargs.pop("headers", {})}
+        base = f"{self.endpoint}/openai/v1" if self.is_v1 else f"{self.endpoint}/openai"
         try:
             response = self.session.request(
                 method,
-                f"{self.endpoint}/openai/{path}",
+                f"{base}/{path}",
                 allow_redirects=False,  # an api-key header would follow a redirect to another host
                 params=params,
                 headers=headers,

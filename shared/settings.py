@@ -11,8 +11,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 DEFAULT_API_VERSION = "2024-10-21"
+API_VERSION = re.compile(r"^(v1|\d{4}-\d{2}-\d{2}(-preview)?)$")
 DEFAULT_ARM_ENDPOINT = "https://management.azure.com"
 DEFAULT_SYNC_SCHEDULE = "0 */30 * * * *"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
@@ -150,7 +152,7 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
                 subscription_id=str(entry["subscriptionId"]),
                 resource_group=str(entry["resourceGroup"]),
                 tenant_id=str(entry.get("tenantId", "")),
-                api_version=str(entry.get("apiVersion") or DEFAULT_API_VERSION),
+                api_version=_api_version(entry.get("apiVersion"), where),
                 api_key_secret=str(entry.get("apiKeySecret") or ""),
                 token_limits=_token_limits(entry.get("tokenLimits"), where),
                 data_zone=str(entry.get("dataZone") or "").upper(),
@@ -160,6 +162,15 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
     if len(set(names)) != len(names):
         raise SettingsError("AZURE_OPENAI_RESOURCES names a resource twice")
     return tuple(resources)
+
+
+def _api_version(value: Any, where: str) -> str:
+    """`v1` (the v1 API) or a dated api-version such as `2024-10-21`; the default when absent."""
+    if value is None or value == "":
+        return DEFAULT_API_VERSION
+    if not isinstance(value, str) or not API_VERSION.match(value):
+        raise SettingsError(f"{where}.apiVersion must be 'v1' or a dated api-version such as '{DEFAULT_API_VERSION}'")
+    return value
 
 
 def _storage(env: Mapping[str, str]) -> StorageSettings:

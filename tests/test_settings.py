@@ -64,6 +64,15 @@ def test_resource_defaults_api_version_and_builds_portal_link() -> None:
     )
 
 
+@pytest.mark.parametrize("version", ["v1", "2024-10-21", "2025-04-01-preview"])
+def test_a_resource_may_use_the_v1_api_or_a_dated_api_version(version: str) -> None:
+    entry = {"name": "aoai-next", "endpoint": "https://x", "subscriptionId": "s", "resourceGroup": "g"}
+
+    settings = Settings.from_environment({"AZURE_OPENAI_RESOURCES": json.dumps([entry | {"apiVersion": version}])})
+
+    assert settings.resources[0].api_version == version
+
+
 def test_identity_based_storage_connection() -> None:
     settings = Settings.from_environment(
         {"AzureWebJobsStorage__accountName": "staoai", "AzureWebJobsStorage__clientId": "client"}
@@ -85,6 +94,12 @@ def test_identity_based_storage_connection() -> None:
             '[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"},'
             ' {"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]',
             "twice",
+        ),
+        ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "v2"}]', "v1"),
+        ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": 1}]', "dated"),
+        (
+            '[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "2024-10"}]',
+            "apiVersion",
         ),
     ],
 )
