@@ -33,5 +33,6 @@ def test_the_readme_links_the_manuals_and_design_notes() -> None:
         "docs/batch-run.md",
         "docs/exactly-once.md",
         "docs/polling.md",
+        "docs/batch-sets.md",
     ):
         assert f"]({target})" in readme, target
