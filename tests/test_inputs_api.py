@@ -219,7 +219,7 @@ def test_a_file_of_another_purpose_is_400_naming_it(eastus: DataPlane) -> None:
 
 def test_a_file_still_processing_is_409(emulator: RunningEmulator, eastus: DataPlane) -> None:
     emulator.set_speeds(RESOURCE, fileProcessingSeconds=3600)
-    file_id = eastus.upload(batch_lines(2))["id"]
+    file_id = eastus.upload(batch_lines(2), wait=False)["id"]
 
     problem = assert_problem(start({"inputFileId": file_id}), 409, "inputFileId")
     assert problem["code"] == "input-file-not-ready"
