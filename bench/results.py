@@ -36,6 +36,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from shared.azure_openai import AzureOpenAIClient
+from shared.paging import DEFAULT_PAGE_SIZE
 from shared.results import KINDS, collect, page, result_of, staged_name
 from shared.staging import Staging
 
@@ -144,14 +145,19 @@ def _ndjson() -> Any:
     return ContentSettings(content_type="application/x-ndjson")
 
 
-def read_pages(setup: Setup) -> int:
+def read_pages(setup: Setup, top: int = PAGE_TOP) -> int:
     """Every page of the staged `all` copy through `page()`, as the results API serves them."""
     staging, name, offset, lines = setup.staging(), staged_name(setup.run_id, "all"), 0, 0
     while offset is not None:
-        found = page(staging, name, offset, PAGE_TOP)
+        found = page(staging, name, offset, top)
+        assert found is not None, name
         lines += len(found.lines)
         offset = found.next_offset
     return lines
+
+
+def read_default_pages(setup: Setup) -> int:
+    return read_pages(setup, DEFAULT_PAGE_SIZE)
 
 
 def read_whole(setup: Setup) -> int:
@@ -167,6 +173,7 @@ COLLECT_PATHS: dict[str, Callable[[Setup], int]] = {
 }
 READ_PATHS: dict[str, Callable[[Setup], int]] = {
     f"page(), top={PAGE_TOP}, every page": read_pages,
+    f"page(), top={DEFAULT_PAGE_SIZE} (the API's default), every page": read_default_pages,
     "whole blob at once": read_whole,
 }
 PATHS = COLLECT_PATHS | READ_PATHS

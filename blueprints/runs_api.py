@@ -159,8 +159,8 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
 
     run_id, view = await _existing(client, req.route_params["runId"])
     query = results_query(run_id, view, req.params)
-    staging = services.staging()
-    if await asyncio.to_thread(staging.size, query.staged) is None:
+    found = await asyncio.to_thread(page, services.staging(), query.staged, query.offset, query.top)
+    if found is None:
         raise Problem(
             404,
             "no-results",
@@ -168,7 +168,6 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
             f"The results of run '{run_id}' could not be read from Azure OpenAI when it ended (its output files may "
             "have expired there).",
         )
-    found = await asyncio.to_thread(page, staging, query.staged, query.offset, query.top)
     headers = {"Cache-Control": "no-store"}
     if found.next_offset is not None:
         following = next_link(req, continuationToken=encode_offset(query.kind, found.next_offset))

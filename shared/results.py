@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from shared.staging import Staging
 
 KINDS = ("all", "failed", "raw", "raw-failed")  # the staged copies: normalized or Azure's lines, every one or failed
-READ_BYTES = 1024 * 1024  # a page is read from its staged copy this much at a time
+READ_BYTES = 1024 * 1024  # a page is read from its staged copy this much at a time at most
+LINE_BYTES = 1024  # a page's first read expects lines of this size at most on average (top * LINE_BYTES)
 
 
 @dataclass
@@ -154,25 +155,33 @@ class ResultsPage:
     next_offset: int | None  # where the next page starts in the staged copy; None on the last page
 
 
-def page(staging: Staging, name: str, offset: int, top: int) -> ResultsPage:
-    """Up to `top` lines of a staged copy from byte `offset`, read a megabyte at a time."""
-    size = staging.size(name) or 0
+def page(staging: Staging, name: str, offset: int, top: int) -> ResultsPage | None:
+    """Up to `top` lines of a staged copy from byte `offset`, read in ranges of a megabyte at most (a page of lines of
+    up to a KiB in one request); None when there is no such copy."""
     found: list[bytes] = []
-    buffer, start = b"", offset  # `buffer` holds the copy's bytes from `start` on, not yet taken
+    length = min(READ_BYTES, top * LINE_BYTES)
+    start, pending = offset, b""  # the first line not yet taken starts at `start`; `pending` is what is read of it
+    end: int | None = None  # the copy's size, once a read has told it
     while len(found) < top:
-        end = buffer.find(b"\n")
-        if end >= 0:
-            found.append(buffer[:end])
-            buffer, start = buffer[end + 1 :], start + end + 1
-            continue
-        data = staging.read(name, start + len(buffer), READ_BYTES)
-        if not data:  # the copy ends without a line break: its last line
-            if buffer:
-                found.append(buffer)
-                start += len(buffer)
+        position = start + len(pending)
+        if end is not None and position >= end:
+            if pending:  # the copy ends without a line break: its last line
+                found.append(pending)
+                start = end
             break
-        buffer += data
-    return ResultsPage(found, start if start < size else None)
+        read = staging.read(name, position, length)
+        if read is None:
+            return None
+        if read.blob_size is None:  # nothing from `position` on: the copy ends there, or `offset` is past its end
+            end = position
+            continue
+        end = read.blob_size
+        length = READ_BYTES  # should the lines be longer than expected, the rest a megabyte at a time
+        *lines, pending = (pending + read.data).split(b"\n")  # split once a chunk, not once a line
+        taken = lines[: top - len(found)]
+        found += taken
+        start += sum(len(line) + 1 for line in taken)
+    return ResultsPage(found, start if end is None or start < end else None)
 
 
 def encode_offset(kind: str, offset: int) -> str:

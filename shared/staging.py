@@ -10,9 +10,10 @@ import base64
 import contextlib
 import uuid
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
 from shared.settings import Settings
@@ -68,6 +69,14 @@ class BlockWriter:
         self.blocks.append(BlobBlock(block_id=block_id))
 
 
+@dataclass(frozen=True)
+class BlobRange:
+    """Bytes read from a blob, and the blob's whole size as the reply's Content-Range gave it."""
+
+    data: bytes
+    blob_size: int | None  # None when the range started at or past the blob's end (a 416 InvalidRange)
+
+
 class Staging:
     """One container of the host's storage account (STAGING_CONTAINER), created on first use."""
 
@@ -97,14 +106,21 @@ class Staging:
         downloader: Any = self._client().get_blob_client(name).download_blob()
         yield from downloader.chunks()
 
-    def read(self, name: str, offset: int, length: int) -> bytes:
-        """Up to `length` bytes of the blob from `offset` (fewer at its end, none past it)."""
+    def read(self, name: str, offset: int, length: int) -> BlobRange | None:
+        """Up to `length` bytes of the blob from `offset` in one ranged GET (fewer at its end, none from its end on),
+        or None when there is no such blob."""
         blob = self._client().get_blob_client(name)
-        size = self.size(name)
-        if size is None or offset >= size:
-            return b""
-        data: bytes = blob.download_blob(offset=offset, length=min(length, size - offset)).readall()
-        return data
+        try:
+            downloader: Any = blob.download_blob(offset=offset, length=length)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == 416:  # InvalidRange: the range starts at or past the end (any range of an empty blob)
+                return BlobRange(b"", None)
+            raise
+        # Azure answers a range running past the end with the bytes up to it, and "bytes start-end/size"
+        blob_size = int(downloader.properties.content_range.rsplit("/", 1)[1])
+        return BlobRange(downloader.readall(), blob_size)
 
     def size(self, name: str) -> int | None:
         """The blob's size, or None when there is no such blob."""

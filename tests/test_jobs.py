@@ -174,6 +174,8 @@ def test_batch_attributes_default_as_the_seed_says() -> None:
         "systemPrompt": None,  # these three shape inputs built from prompts
         "maxTokens": None,
         "temperature": None,
+        "pool": None,  # these two drive the runs of inputs the app built (batch sets)
+        "maxRequestRetries": 2,
     }
 
 

@@ -269,6 +269,8 @@ def test_get_job_returns_the_job_resource() -> None:
         "systemPrompt": None,
         "maxTokens": None,
         "temperature": None,
+        "pool": None,
+        "maxRequestRetries": 2,
     }
 
 

@@ -52,6 +52,9 @@ def test_prompts_in_answers_and_cost_out(app: App, emulator: RunningEmulator) ->
     run = app.wait(app.start(JOB, {"inputId": built["id"]})["id"])
 
     assert (built["requests"], run["status"], run["inputId"]) == (26, "Success", built["id"])
+    # framing and system prompt 3 + 4 + 5 ("Be brief.") + 4 a request; "Name a prime number bigger than {n}." is
+    # 14½ + 1 for the period + 1 a digit, rounded up (17 for 0-9, 18 for 10-24); "Please [[fail]]" is 11
+    assert built["estimatedTokens"] == 26 * 16 + 10 * 17 + 15 * 18 + 11 == 867
     assert run["estimatedTokens"] == built["estimatedTokens"]
     every, pages = results(app, run["id"], top="10")
     assert pages == 3
