@@ -35,6 +35,7 @@ class RunFilter:
     status: str | None = None
     requested_from: datetime | None = None  # inclusive
     requested_to: datetime | None = None  # exclusive
+    parent_run: str = ""  # the shards of this batch set; "" for runs a user started (never shards)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ class RunIndex:
 
     def page(self, where: RunFilter, *, top: int = DEFAULT_PAGE_SIZE, after: TablePosition | None = None) -> RunPage:
         """One page of matching runs, newest first, from `after` on (the start when None)."""
-        clauses, parameters = [], {}
+        clauses, parameters = ["ParentRun eq @ParentRun"], {"ParentRun": where.parent_run}
         for column, value in (("JobId", where.job_id), ("Resource", where.resource), ("Status", where.status)):
             if value:
                 clauses.append(f"{column} eq @{column}")
@@ -133,6 +134,7 @@ def _entity(view: dict[str, Any], *, indexed_at: str) -> dict[str, Any]:
         "JobId": view.get("jobId") or "",
         "Resource": view.get("resource") or "",
         "Status": view.get("status") or "",
+        "ParentRun": view.get("parentRun") or "",
         "RequestedAt": view["requestedAt"],
         "IndexedAt": indexed_at,
         "View": json.dumps(stored),

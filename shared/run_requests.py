@@ -346,7 +346,8 @@ def _configured(job: Job, resource: OpenAIResource | None) -> OpenAIResource:
 
 def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition | None]:
     """A run listing's query: `jobId`, `resource`, `status`, `requestedFrom` / `requestedTo` (ISO 8601 times with a
-    zone), `top` and `continuationToken`, or a 400 naming every bad parameter."""
+    zone), `parentRun` (a batch set's shards instead of the runs users started), `top` and `continuationToken`, or a
+    400 naming every bad parameter."""
     errors: list[FieldError] = []
     job_id, status = params.get("jobId"), params.get("status")
     if job_id and not DEPLOYMENT_NAME.match(deployment_of(job_id)):
@@ -370,6 +371,12 @@ def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition
                 )
             else:
                 times[name] = moment
+    parent_run = params.get("parentRun") or ""
+    if parent_run:
+        try:
+            RunId.parse(parent_run)
+        except Problem:
+            errors.append(FieldError("parentRun", "is not a run id"))
     top = _whole_number(params.get("top", str(DEFAULT_PAGE_SIZE)))
     if top is None or not 1 <= top <= MAX_PAGE_SIZE:
         errors.append(FieldError("top", f"must be a whole number from 1 to {MAX_PAGE_SIZE}"))
@@ -382,7 +389,9 @@ def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition
     if errors:
         raise validation_problem(errors, "Invalid query parameters.")
     assert top is not None
-    where = RunFilter(job_id or None, resource or None, status or None, times["requestedFrom"], times["requestedTo"])
+    where = RunFilter(
+        job_id or None, resource or None, status or None, times["requestedFrom"], times["requestedTo"], parent_run
+    )
     return where, top, after
 
 
