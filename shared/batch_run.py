@@ -629,15 +629,19 @@ def decide(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
     if run.indexed_status != run.status.value:  # the run index learns of every change of status first
         run = replace(run, resume=step_to_dict(step))
         step = IndexRun(run.run_id, iso(now), run.resource_view())
-    if not isinstance(step, Finish) and _over_budget(run, step):
-        # A fresh episode begins with the step put off here (an index write is decided again there).
-        resume = run.resume if isinstance(step, IndexRun) else step_to_dict(step)
-        return replace(run, resume=resume), ContinueAsNew()
+    if over_budget(run.episode_events, step):
+        return replace(run, resume=step_to_dict(step)), ContinueAsNew()  # a fresh episode begins with this step
     return replace(run, episode_events=run.episode_events + _cost(step)), step
 
 
-def _over_budget(run: BatchRun, step: Step) -> bool:
-    return run.episode_events + _cost(step) + EVENT_RESERVE + CONTINUE_EVENTS > MAX_EPISODE_EVENTS
+def over_budget(episode_events: int, step: Step) -> bool:
+    """Whether `step` would take the episode's history past its limit, so the run continues as new first. An index
+    write never waits for a new episode (every other step leaves room for one): a new status is indexed in the
+    episode that decided it, so no execution ever starts from a status the index does not have."""
+    if isinstance(step, Finish | IndexRun):
+        return False
+    room_kept = STEP_EVENTS + EVENT_RESERVE + CONTINUE_EVENTS  # an index write, a cancel, the continue-as-new
+    return episode_events + _cost(step) + room_kept > MAX_EPISODE_EVENTS
 
 
 def _events_of(seen: Seen) -> int:

@@ -24,10 +24,7 @@ from typing import Any
 
 from shared.batch_run import (
     ACTIVITY_BACKOFF,
-    CONTINUE_EVENTS,
     EPISODE_START_EVENTS,
-    EVENT_RESERVE,
-    MAX_EPISODE_EVENTS,
     SEEN,
     STEP_EVENTS,
     STEPS,
@@ -45,6 +42,7 @@ from shared.batch_run import (
     Step,
     TimerFired,
     Wait,
+    over_budget,
     step_from_dict,
     step_to_dict,
 )
@@ -347,11 +345,8 @@ def decide_set(run: BatchSet, seen: Seen, now: datetime) -> tuple[BatchSet, Step
     if run.indexed_status != run.status.value:
         run.resume = step_to_dict(step)
         step = IndexRun(run.run_id, iso(now), run.resource_view(with_shards=isinstance(step, Finish)))
-    if not isinstance(step, Finish) and run.episode_events + STEP_EVENTS + EVENT_RESERVE + CONTINUE_EVENTS > (
-        MAX_EPISODE_EVENTS
-    ):
-        if not isinstance(step, IndexRun):
-            run.resume = step_to_dict(step)
+    if over_budget(run.episode_events, step):
+        run.resume = step_to_dict(step)  # a fresh episode begins with this step
         return run, ContinueAsNew()
     if not isinstance(step, Finish | ContinueAsNew):
         run.episode_events += STEP_EVENTS

@@ -522,8 +522,8 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
         {"resume": None},
     ),
     (
-        "history near its limit: continue as new, putting the step off",
-        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - STEP_EVENTS),
+        "history near its limit (room for the step, an index write, a cancel, the continue): continue as new first",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - 2 * STEP_EVENTS),
         TimerFired(),
         NOW,
         ContinueAsNew(),
@@ -531,11 +531,11 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
     ),
     (
         "history one step short of the limit: go on",
-        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - STEP_EVENTS - 1),
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - 2 * STEP_EVENTS - 1),
         TimerFired(),
         NOW,
         Check,
-        {"episode_events": MAX_EPISODE_EVENTS - EVENT_RESERVE - 1},
+        {"episode_events": MAX_EPISODE_EVENTS - EVENT_RESERVE - STEP_EVENTS - 1},
     ),
     (
         "history at its limit: finishing needs no room",
@@ -564,12 +564,12 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
         },
     ),
     (
-        "history at its limit, the end not yet indexed: continue as new, then index, then finish",
-        replace(POLLING, episode_events=MAX_EPISODE_EVENTS, results_collected=True),
+        "history at its limit, the end not yet indexed: index, then finish (an index write never waits)",
+        replace(POLLING, episode_events=MAX_EPISODE_EVENTS - EVENT_RESERVE - STEP_EVENTS - 1, results_collected=True),
         BatchChecked(batch=batch("completed", completed_at=CREATED + 9)),
         NOW,
-        ContinueAsNew(),
-        {"status": RunStatus.SUCCESS, "resume": step_to_dict(Finish()), "indexed_status": "Running"},
+        Finish(),
+        {"status": RunStatus.SUCCESS, "resume": None, "indexed_status": "Success"},
     ),
 ]
 
