@@ -247,3 +247,52 @@ def test_switching_from_file_id_to_secret_needs_the_file_id_cleared() -> None:
     )
 
     assert merged == {"inputFileSecret": "batch-input"}
+
+
+# Where a Batch Job's shards may run: its pool ------------------------------------------------------------------------
+
+
+def batch_job(
+    resource: str,
+    name: str,
+    *,
+    model: str = "gpt-4o",
+    version: str = "2024-08-06",
+    sku: str = "GlobalBatch",
+    state: str = "Succeeded",
+    attributes: dict[str, Any] | None = None,
+) -> Job:
+    arm = ArmDeployment(name, "OpenAI", model, version, sku, 10, {"chatCompletion": "true"}, state)
+    return Job(resource, by_type(classify(arm))[JobType.BATCH], attributes=attributes or {})
+
+
+def test_a_pool_offers_the_same_model_version_and_sku_on_the_named_resources_own_deployment_first() -> None:
+    from shared.run_requests import pool_of
+    from shared.settings import OpenAIResource
+
+    def resource(name: str, zone: str = "US", **limits: int) -> OpenAIResource:
+        return OpenAIResource(name, f"https://{name}", "s", "g", token_limits=tuple(limits.items()), data_zone=zone)
+
+    resources = [resource("east", gpt_batch=1000), resource("west", gpt_w=600), resource("north"), resource("eu", "EU")]
+    job = batch_job("east", "gpt_batch", attributes={"pool": ["west", "north", "eu", "unknown", "east"]})
+    others = [
+        batch_job("west", "gpt_w"),
+        batch_job("west", "gpt_w_old", version="2024-05-13"),  # another version: never
+        batch_job("north", "gpt_n_mini", model="gpt-4o-mini"),  # another model: never
+        batch_job("north", "gpt_n_creating", state="Creating"),  # not active: never
+        batch_job("eu", "gpt_eu"),
+    ]
+
+    places = pool_of(job, others, resources)
+
+    assert [(p["resource"], p["deployment"], p["tokenLimit"]) for p in places] == [
+        ("east", "gpt_batch", 1000),
+        ("west", "gpt_w", 600),
+        ("eu", "gpt_eu", None),  # GlobalBatch may run in any zone
+    ]
+    assert places[1]["monitorUrl"].endswith("/accounts/west/overview")
+
+    zoned = batch_job("east", "dz", sku="DataZoneBatch", attributes={"pool": ["west", "eu"]})
+    zoned_others = [batch_job("west", "dz_w", sku="DataZoneBatch"), batch_job("eu", "dz_eu", sku="DataZoneBatch")]
+    assert [p["resource"] for p in pool_of(zoned, zoned_others, resources)] == ["east", "west"]  # stays in its zone
+    assert [p["resource"] for p in pool_of(batch_job("east", "solo"), others, resources)] == ["east"]
