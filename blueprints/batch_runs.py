@@ -149,7 +149,8 @@ def collect_results(step: dict[str, Any]) -> dict[str, Any]:
     from shared.settings import get_settings
 
     request: CollectResults = CollectResults.from_dict(step)
-    contents = result_contents(request, services.openai_client(request.resource), services.credential())
+    client, endpoints = services.openai_client(request.resource), get_settings().input_blob_endpoints
+    contents = result_contents(request, client, services.credential(), endpoints)
     collected = collect(request.run_id, contents, services.staging())
     cost = estimated_cost(collected.usage, get_settings().prices, request.model, request.model_version)
     answer = ResultsCollected(

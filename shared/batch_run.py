@@ -560,10 +560,8 @@ class CollectResults(Step):
     file_ids: list[str]
     model: str
     model_version: str
-    # A blob batch's results, read with the app's identity from the run's output folder (and nowhere else). A blob
-    # that does not exist has no lines, as Azure writes each only when it has some, except the output blob of a
-    # batch that completed requests.
-    output_folder: str | None = None
+    # A blob batch's result blobs, read with the app's identity. A blob that does not exist has no lines, as Azure
+    # writes each only when it has some, except the output blob of a batch that completed requests.
     output_blob: str | None = None
     error_blob: str | None = None
     completed: int = 0
@@ -807,10 +805,9 @@ def _watch(run: BatchRun, now: datetime, *, may_cancel: bool = True) -> tuple[Ba
         if not run.results_collected and run.collect_failures < MAX_COLLECT_FAILURES:
             file_ids = [f for f in (batch.output_file_id, batch.error_file_id) if f]
             step = CollectResults(run.run_id, run.resource, file_ids, run.model, run.model_version)
-            if run.output_folder:
+            if run.input_blob:
                 step = replace(
                     step,
-                    output_folder=run.output_folder,
                     output_blob=batch.output_blob,
                     error_blob=batch.error_blob,
                     completed=batch.completed or 0,

@@ -103,22 +103,24 @@ def staged_name(run_id: str, kind: str) -> str:
     return f"results/{run_id}/{kind}.ndjson"
 
 
-def result_contents(step: CollectResults, client: AzureOpenAIClient, credential: Any) -> list[Iterator[bytes]]:
+def result_contents(
+    step: CollectResults, client: AzureOpenAIClient, credential: Any, blob_endpoints: tuple[str, ...] = ()
+) -> list[Iterator[bytes]]:
     """The ended batch's output and error contents, each a stream of chunks, read only when consumed: Azure's files,
-    or a blob batch's blobs read with the app's identity. Those must lie in the run's output folder (the app's token
-    goes nowhere else); a missing one has no lines, as Azure writes each only when it has some, except the output
-    blob of a batch that completed requests, whose absence fails the collect."""
+    or a blob batch's blobs read with the app's identity. Those must be blobs of Azure Storage (or of `blob_endpoints`,
+    as the run's URLs must), so the app's token goes nowhere else; a missing one has no lines, as Azure writes each
+    only when it has some, except the output blob of a batch that completed requests, whose absence fails the
+    collect."""
+    from shared.inputs import storage_url_error
     from shared.staging import blob_chunks
 
     contents = [client.file_content(file_id) for file_id in step.file_ids]
-    if step.output_folder:
-        folder = step.output_folder.rstrip("/") + "/"
-        for url, required in ((step.output_blob, step.completed > 0), (step.error_blob, False)):
-            if not url:
-                continue
-            if not url.startswith(folder):
-                raise ValueError("Azure OpenAI named a result blob outside the run's output folder; it was not read")
-            contents.append(blob_chunks(url, credential, missing_ok=not required))
+    for url, required in ((step.output_blob, step.completed > 0), (step.error_blob, False)):
+        if not url:
+            continue
+        if storage_url_error(url, "output_blob", blob_endpoints) is not None:
+            raise ValueError("Azure OpenAI named a result blob that is not a storage blob URL; it was not read")
+        contents.append(blob_chunks(url, credential, missing_ok=not required))
     return contents
 
 

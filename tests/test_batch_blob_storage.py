@@ -182,7 +182,6 @@ def collect(run: Run) -> dict[str, Any]:
         "file_ids": [],
         "model": "gpt-4o",
         "model_version": "2024-08-06",
-        "output_folder": run.state.output_folder,
         "output_blob": batch.output_blob,
         "error_blob": batch.error_blob,
         "completed": batch.completed or 0,
@@ -250,7 +249,7 @@ def test_a_missing_results_blob_of_a_batch_that_completed_requests_fails_the_col
     assert missing.value.code == "blob-not-found"
 
 
-def test_a_result_blob_outside_the_runs_output_folder_is_never_read(
+def test_a_result_blob_that_is_not_a_storage_blob_is_never_read(
     emulator: RunningEmulator, containers: tuple[ContainerClient, ContainerClient]
 ) -> None:
     inputs, outputs = containers
@@ -261,12 +260,11 @@ def test_a_result_blob_outside_the_runs_output_folder_is_never_read(
         "file_ids": [],
         "model": "gpt-4o",
         "model_version": "",
-        "output_folder": outputs.url,
         "output_blob": "https://attacker.example.com/x/results.jsonl",
         "error_blob": None,
         "completed": 1,
     }
 
-    with pytest.raises(ValueError, match="outside the run's output folder"):
+    with pytest.raises(ValueError, match="not a storage blob URL"):
         activity("collect_results", step)
     assert [e for e in emulator.requests_log(service="identity") if "storage" in json.dumps(e.get("query"))] == []

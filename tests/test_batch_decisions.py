@@ -832,7 +832,7 @@ def test_a_blob_run_submits_its_input_blob_and_output_folder_without_metadata() 
     assert (step.input_file_id, step.metadata) == (None, {})
 
 
-def test_an_ended_blob_batch_is_read_from_its_blobs_in_the_output_folder_and_they_are_outputs() -> None:
+def test_an_ended_blob_batch_is_read_from_its_result_blobs_and_they_are_outputs() -> None:
     ended = batch("completed", completed_at=CREATED + 9, output_blob=f"{RESULTS}/results.jsonl")
     ended = replace(ended, error_blob=f"{RESULTS}/errors.jsonl")
     polling = replace(BLOB_RUN, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch(), indexed_status="Running")
@@ -845,7 +845,6 @@ def test_an_ended_blob_batch_is_read_from_its_blobs_in_the_output_folder_and_the
         [],
         "",
         "",
-        output_folder=BLOB_RUN.output_folder,
         output_blob=f"{RESULTS}/results.jsonl",
         error_blob=f"{RESULTS}/errors.jsonl",
         completed=40,
