@@ -166,8 +166,8 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
             404,
             "no-results",
             "No results",
-            f"The results of run '{run_id}' could not be read from Azure OpenAI when it ended (its output files may "
-            "have expired there).",
+            f"The results of run '{run_id}' could not be read when it ended (Azure OpenAI's output files may have "
+            "expired there, or, for a run of an inputBlob, the app's identity may not read the output folder).",
         )
     found = await asyncio.to_thread(page, staging, query.staged, query.offset, query.top)
     headers = {"Cache-Control": "no-store"}
