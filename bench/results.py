@@ -104,7 +104,8 @@ class Setup:
 
 
 def collect_ours(setup: Setup) -> int:
-    collected = collect(setup.run_id, setup.file_ids, setup.openai(), setup.staging())
+    client = setup.openai()
+    collected = collect(setup.run_id, (client.file_content(f) for f in setup.file_ids), setup.staging())
     return collected.succeeded + collected.failed
 
 

@@ -145,11 +145,13 @@ def collect_results(step: dict[str, Any]) -> dict[str, Any]:
     """Stages the ended batch's results in the app's storage and sums what its requests used and cost."""
     from shared import services
     from shared.batch_run import CollectResults, ResultsCollected, seen_to_dict
-    from shared.results import collect, estimated_cost
+    from shared.results import collect, estimated_cost, result_contents
     from shared.settings import get_settings
 
     request: CollectResults = CollectResults.from_dict(step)
-    collected = collect(request.run_id, request.file_ids, services.openai_client(request.resource), services.staging())
+    client, endpoints = services.openai_client(request.resource), get_settings().input_blob_endpoints
+    contents = result_contents(request, client, services.credential(), endpoints)
+    collected = collect(request.run_id, contents, services.staging())
     cost = estimated_cost(collected.usage, get_settings().prices, request.model, request.model_version)
     answer = ResultsCollected(
         succeeded=collected.succeeded, failed=collected.failed, usage=collected.usage.to_dict(), estimated_cost=cost

@@ -43,7 +43,8 @@ async def start_run(req: func.HttpRequest, client: df.DurableOrchestrationClient
             services.catalog().list_jobs(job_type="batch", status="active") if job.attributes.get("pool") else []
         )
         pool = pool_of(job, batch_jobs, settings.resources)
-    run = new_run(job, body, settings.resource(job.resource), key, datetime.now(UTC), inputs, pool)
+    resource = settings.resource(job.resource)
+    run = new_run(job, body, resource, key, datetime.now(UTC), inputs, pool, settings.input_blob_endpoints)
     run_id = RunId.parse(run.run_id)
     earlier = await _find(client, run_id) if key else None
     if earlier is None:
@@ -165,8 +166,8 @@ async def get_results(req: func.HttpRequest, client: df.DurableOrchestrationClie
             404,
             "no-results",
             "No results",
-            f"The results of run '{run_id}' could not be read from Azure OpenAI when it ended (its output files may "
-            "have expired there).",
+            f"The results of run '{run_id}' could not be read when it ended (Azure OpenAI's output files may have "
+            "expired there, or, for a run of an inputBlob, the app's identity may not read the output folder).",
         )
     headers = {"Cache-Control": "no-store"}
     if found.next_offset is not None:

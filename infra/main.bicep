@@ -46,6 +46,9 @@ param openAiAccountName string
 @description('Azure OpenAI data-plane api-version the app calls.')
 param openAiApiVersion string = '2024-10-21'
 
+@description('Whether runs may have Azure OpenAI read their input from a blob and write results to a folder (needs openAiApiVersion v1, and the account\'s system-assigned identity with Storage Blob Data Contributor on that storage).')
+param openAiBatchBlobStorage bool = false
+
 @description('Durable Functions backend: Azure Storage (the host storage account) or a Durable Task Scheduler with one task hub.')
 @allowed([
   'AzureStorage'
@@ -120,6 +123,7 @@ var openAiResources = string([
     resourceGroup: openAiResourceGroupName
     tenantId: tenant().tenantId
     apiVersion: openAiApiVersion
+    batchBlobStorage: openAiBatchBlobStorage
   }
 ])
 

@@ -79,10 +79,15 @@ class Batch:
     failed: int | None = None
     errors: tuple[BatchError, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    # A batch with blob storage (v1): the blob it reads, and where its results went (both set once it ended, though
+    # each blob is written only when it has lines).
+    input_blob: str | None = None
+    output_blob: str | None = None
+    error_blob: str | None = None
 
     @classmethod
     def from_azure(cls, data: dict[str, Any]) -> Batch:
-        """Tolerates the service's quirks: "" for absent file ids, 0 or null for absent times, null
+        """Tolerates the service's quirks: "" for absent file ids and result blobs, 0 or null for absent times, null
         `request_counts` after a failed validation, `errors` as null."""
         counts = data.get("request_counts") or {}
         errors = (data.get("errors") or {}).get("data") or []
@@ -109,6 +114,9 @@ class Batch:
                 if isinstance(error, dict)
             ),
             metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+            input_blob=_text(data.get("input_blob")),
+            output_blob=_text(data.get("output_blob")),
+            error_blob=_text(data.get("error_blob")),
         )
 
 
@@ -160,6 +168,11 @@ class ChatCompletion:
         )
 
 
+def _text(value: Any) -> str | None:
+    """A string field of a reply, or None when it is absent, empty or not a string."""
+    return value if isinstance(value, str) and value else None
+
+
 def _whole(value: Any) -> int | None:
     """An integer field of a reply, or None when it is absent or not a number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -189,14 +202,27 @@ class AzureOpenAIClient:
 
     # Batches -------------------------------------------------------------------------------------------------
     def create_batch(
-        self, input_file_id: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None = None
+        self,
+        input_file_id: str | None,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None = None,
+        *,
+        input_blob: str | None = None,
+        output_folder: str | None = None,
     ) -> Batch:
-        """POST …/batches with exactly Azure's body; one attempt, never retried."""
+        """POST …/batches with exactly Azure's body; one attempt, never retried. With `input_blob` and
+        `output_folder` (v1, a resource with blob storage) the batch reads a blob and writes its results to the folder
+        instead of files; Azure takes no metadata on such a batch."""
         body: dict[str, Any] = {
             "input_file_id": input_file_id,
             "endpoint": endpoint,
             "completion_window": completion_window,
         }
+        if input_blob is not None or output_folder is not None:
+            if input_file_id is not None or metadata or input_blob is None or output_folder is None:
+                raise ValueError("a blob batch takes input_blob and output_folder, and no input file or metadata")
+            body |= {"input_blob": input_blob, "output_folder": {"url": output_folder}}
         if metadata:
             body["metadata"] = metadata
         return Batch.from_azure(self._call("POST", "batches", json=body))
@@ -227,6 +253,17 @@ class AzureOpenAIClient:
             if batch.created_at and batch.created_at < created_since:
                 return None
         return None
+
+    def find_blob_batches(self, input_blob: str, created_since: int) -> list[Batch]:
+        """The batches reading `input_blob`, newest first, looking back to `created_since` (a blob batch carries no
+        metadata: its input blob is all that names it before it ends)."""
+        found = []
+        for batch in self.list_batches():
+            if batch.created_at and batch.created_at < created_since:
+                break
+            if batch.input_blob == input_blob:
+                found.append(batch)
+        return found
 
     # Files ---------------------------------------------------------------------------------------------------
     def get_file(self, file_id: str) -> File:

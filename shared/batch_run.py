@@ -126,6 +126,8 @@ class BatchSnapshot:
     completed: int | None = None
     failed: int | None = None
     errors: tuple[Failure, ...] = ()
+    output_blob: str | None = None  # a blob batch's results, once it ended (each written only when it has lines)
+    error_blob: str | None = None
 
     @classmethod
     def of(cls, batch: Any) -> BatchSnapshot:
@@ -165,13 +167,15 @@ class BatchSnapshot:
         }.get(self.status)
 
     def outputs(self) -> dict[str, Any]:
-        """The seed's five outputs."""
+        """The seed's five outputs, and where a blob batch's results went."""
         return {
             "output_file_id": self.output_file_id,
             "error_file_id": self.error_file_id,
             "request_counts_total": self.total,
             "request_counts_completed": self.completed,
             "request_counts_failed": self.failed,
+            "output_blob": self.output_blob,
+            "error_blob": self.error_blob,
         }
 
     def failure(self) -> Failure | None:
@@ -216,6 +220,8 @@ EMPTY_OUTPUTS = {
     "request_counts_total": None,
     "request_counts_completed": None,
     "request_counts_failed": None,
+    "output_blob": None,
+    "error_blob": None,
 }
 
 
@@ -236,6 +242,9 @@ class BatchRun:
     secret_version: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     input_id: str | None = None  # the input the app built, when the run names one
+    # Or a user's blob that Azure reads itself, its results going to a folder (a resource with batchBlobStorage).
+    input_blob: str | None = None
+    output_folder: str | None = None
     estimated_tokens: int | None = None  # the input's prompt tokens, estimated (known for inputs the app built)
     model: str = ""  # the deployment's model and version: what the price table is looked up by
     model_version: str = ""
@@ -304,6 +313,8 @@ class BatchRun:
             secret_version=self.secret_version,
             lookup_only=lookup_only,
             decided_at=iso(at),
+            input_blob=self.input_blob,
+            output_folder=self.output_folder,
         )
 
     def check_step(self) -> Check:
@@ -338,6 +349,8 @@ class BatchRun:
             "quotaAttempts": self.quota_waits,
             "nextCheckAt": self.next_check_at,
             "inputId": self.input_id,
+            "inputBlob": self.input_blob,
+            "outputFolder": self.output_folder,
             "estimatedTokens": self.estimated_tokens,
             # A shard's: the run it belongs to, and its input file on the resource that runs it (the app's upload).
             "parentRun": self.parent_id,
@@ -499,6 +512,8 @@ class Submit(Step):
     secret_version: str | None
     lookup_only: bool  # the run is ending: only look for a batch an earlier attempt may have created
     decided_at: str  # when the run decided this submit (its clock): the intent's time in the submit ledger
+    input_blob: str | None = None  # a blob batch's input and results folder (then no input file, no metadata)
+    output_folder: str | None = None
 
     @property
     def identity(self) -> dict[str, str]:
@@ -538,13 +553,18 @@ class UploadInput(Step):
 
 @dataclass(frozen=True)
 class CollectResults(Step):
-    """Read the ended batch's output and error files into the app's storage, and sum their usage."""
+    """Read the ended batch's output and error files (or blobs) into the app's storage, and sum their usage."""
 
     run_id: str
     resource: str
     file_ids: list[str]
     model: str
     model_version: str
+    # A blob batch's result blobs, read with the app's identity. A blob that does not exist has no lines, as Azure
+    # writes each only when it has some, except the output blob of a batch that completed requests.
+    output_blob: str | None = None
+    error_blob: str | None = None
+    completed: int = 0
 
 
 @dataclass(frozen=True)
@@ -789,6 +809,13 @@ def _watch(run: BatchRun, now: datetime, *, may_cancel: bool = True) -> tuple[Ba
         if not run.results_collected and run.collect_failures < MAX_COLLECT_FAILURES:
             file_ids = [f for f in (batch.output_file_id, batch.error_file_id) if f]
             step = CollectResults(run.run_id, run.resource, file_ids, run.model, run.model_version)
+            if run.input_blob:
+                step = replace(
+                    step,
+                    output_blob=batch.output_blob,
+                    error_blob=batch.error_blob,
+                    completed=batch.completed or 0,
+                )
             return replace(run, phase=Phase.COLLECTING), step
         return _finish(run, run_status(batch.status), failure)
     timed_out = now >= _deadline(run)
@@ -827,13 +854,18 @@ def _after_failure(run: BatchRun, failed: type[Step], now: datetime) -> tuple[Ba
         # Even a run that is ending tries again: another copy of its submit may still be creating the batch.
         run = replace(run, submit_failures=run.submit_failures + 1)
         if run.submit_failures >= MAX_SUBMIT_FAILURES:
+            look_for = (
+                f"look for a batch whose input_blob is {run.input_blob}"
+                if run.input_blob
+                else f"look for a batch whose metadata has runId={run.run_id}"
+            )
             return _finish(
                 run,
                 RunStatus.FAILED,
                 Failure.of(
                     "submit_unknown",
                     f"Azure OpenAI did not answer whether the batch was created ({run.submit_failures} tries); "
-                    f"look for a batch whose metadata has runId={run.run_id}.",
+                    f"{look_for}.",
                 ),
             )
         return _wait(run, now, SUBMIT_BACKOFF.delay(run.submit_failures))

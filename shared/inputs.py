@@ -256,28 +256,36 @@ def check_blob_url(value: Any, allowed_endpoints: tuple[str, ...] = ()) -> str:
     """A blob URL the app may read with its identity: HTTPS, an Azure Storage blob host (or an endpoint the settings
     allow, such as a local emulator), a container and a blob name. Anything else is refused, so the app's token never
     goes to another host."""
-    error = FieldError(
-        "blobUrl", "must be https://<account>.blob.core.windows.net/<container>/<blob> (no query, no SAS)"
-    )
+    error = storage_url_error(value, "blobUrl", allowed_endpoints)
+    if error is not None:
+        raise validation_problem([error])
+    return str(value)
+
+
+def storage_url_error(
+    value: Any, field: str, allowed_endpoints: tuple[str, ...] = (), *, folder: bool = False
+) -> FieldError | None:
+    """What is wrong with `value` as the URL of a blob (`folder`: of a container, or a folder in one), if anything:
+    HTTPS, an Azure Storage blob host or an endpoint the settings allow (a local emulator's, whose path names the
+    account first), then the container and, for a blob, its name; no query (no SAS), no fragment, no user."""
+    shape = "<container>[/<folder>]" if folder else "<container>/<blob>"
+    error = FieldError(field, f"must be https://<account>.blob.core.windows.net/{shape} (no query, no SAS)")
     if not isinstance(value, str):
-        raise validation_problem([error])
+        return error
     parts = urlsplit(value)
-    allowed = any(value.startswith(endpoint.rstrip("/") + "/") for endpoint in allowed_endpoints)
-    path = parts.path.strip("/").split("/")
-    if allowed and parts.scheme == "https" and not parts.query and not parts.fragment:
-        return value
-    if (
-        parts.scheme != "https"
-        or not BLOB_HOST.match(parts.hostname or "")
-        or parts.port not in (None, 443)
-        or parts.query
-        or parts.fragment
-        or parts.username
-        or len(path) < 2
-        or not all(path)
-    ):
-        raise validation_problem([error])
-    return value
+    if parts.scheme != "https" or parts.query or parts.fragment or parts.username or parts.password:
+        return error
+    endpoint = next((e.rstrip("/") for e in allowed_endpoints if value.startswith(e.rstrip("/") + "/")), None)
+    if endpoint is not None:
+        rest = value[len(endpoint) + 1 :]
+    elif BLOB_HOST.match(parts.hostname or "") and parts.port in (None, 443):
+        rest = parts.path.lstrip("/")
+    else:
+        return error
+    path = (rest.rstrip("/") if folder else rest).split("/")
+    if len(path) < (1 if folder else 2) or not all(path):
+        return error
+    return None
 
 
 # Staging, uploading and keeping an input -----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""A finished batch's results: read from Azure's output and error files once, streamed, merged into one result per
-request, staged in the app's Blob Storage, and summed into usage and an estimated cost.
+"""A finished batch's results: read from Azure's output and error files (or, for a batch with blob storage, from the
+blobs Azure wrote to the run's output folder) once, streamed, merged into one result per request, staged in the app's
+Blob Storage, and summed into usage and an estimated cost.
 
 The results API then serves the staged copies a page at a time (byte offsets as continuation), so neither reading
 Azure's files nor answering a page ever holds more than a block of them in memory, and reading results needs access
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +19,7 @@ from shared.problems import FieldError, validation_problem
 
 if TYPE_CHECKING:
     from shared.azure_openai import AzureOpenAIClient
+    from shared.batch_run import CollectResults
     from shared.settings import Prices
     from shared.staging import Staging
 
@@ -101,15 +104,36 @@ def staged_name(run_id: str, kind: str) -> str:
     return f"results/{run_id}/{kind}.ndjson"
 
 
-def collect(run_id: str, file_ids: list[str], client: AzureOpenAIClient, staging: Staging) -> Collected:
-    """Reads the batch's output and error files from Azure, a chunk at a time, into the four staged copies of its
-    results; sums what the requests used."""
+def result_contents(
+    step: CollectResults, client: AzureOpenAIClient, credential: Any, blob_endpoints: tuple[str, ...] = ()
+) -> list[Iterator[bytes]]:
+    """The ended batch's output and error contents, each a stream of chunks, read only when consumed: Azure's files,
+    or a blob batch's blobs read with the app's identity. Those must be blobs of Azure Storage (or of `blob_endpoints`,
+    as the run's URLs must), so the app's token goes nowhere else; a missing one has no lines, as Azure writes each
+    only when it has some, except the output blob of a batch that completed requests, whose absence fails the
+    collect."""
+    from shared.inputs import storage_url_error
+    from shared.staging import blob_chunks
+
+    contents = [client.file_content(file_id) for file_id in step.file_ids]
+    for url, required in ((step.output_blob, step.completed > 0), (step.error_blob, False)):
+        if not url:
+            continue
+        if storage_url_error(url, "output_blob", blob_endpoints) is not None:
+            raise ValueError("Azure OpenAI named a result blob that is not a storage blob URL; it was not read")
+        contents.append(blob_chunks(url, credential, missing_ok=not required))
+    return contents
+
+
+def collect(run_id: str, contents: Iterable[Iterable[bytes]], staging: Staging) -> Collected:
+    """Reads the batch's output and error contents (see `result_contents`), a chunk at a time, into the four staged
+    copies of its results; sums what the requests used."""
     from shared.staging import lines
 
     writers = {kind: staging.writer(staged_name(run_id, kind)) for kind in KINDS}
     collected = Collected()
-    for file_id in file_ids:
-        for raw in lines(client.file_content(file_id)):
+    for content in contents:
+        for raw in lines(content):
             if not raw.strip():
                 continue
             try:

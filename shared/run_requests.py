@@ -14,7 +14,7 @@ from shared.batch_run import RESERVED_METADATA, BatchRun
 from shared.batch_set import BatchSet
 from shared.chat import ChatRun
 from shared.http import AzureError
-from shared.inputs import InputRecord, InputRecords, check_input_id
+from shared.inputs import InputRecord, InputRecords, check_input_id, storage_url_error
 from shared.jobs import BATCH_SKUS, DEPLOYMENT_NAME, Job, JobStatus, JobType, deployment_of, merge_attributes
 from shared.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TablePosition, decode_continuation_token
 from shared.problems import FieldError, Problem, validation_problem
@@ -26,7 +26,20 @@ from shared.settings import RESOURCE_NAME, OpenAIResource
 if TYPE_CHECKING:
     from shared.azure_openai import AzureOpenAIClient
 
-BATCH_FIELDS = ("inputId", "inputFileId", "inputFileSecret", "endpoint", "completionWindow", "metadata")
+BATCH_FIELDS = (
+    "inputId",
+    "inputFileId",
+    "inputFileSecret",
+    "inputBlob",
+    "outputFolder",
+    "endpoint",
+    "completionWindow",
+    "metadata",
+)
+BLOB_FIELDS = ("inputBlob", "outputFolder")  # a batch with blob storage: Azure reads the blob, writes to the folder
+# The run's status carries both URLs and the result blobs' (the folder's, longer): within Durable's 16 KB, whatever
+# else it says.
+MAX_BLOB_URL = 512
 CHAT_FIELDS = ("user_prompt", "system_prompt")
 AZURE_METADATA_PAIRS = 16  # Azure's limit on a batch's metadata
 MAX_USER_METADATA = AZURE_METADATA_PAIRS - len(RESERVED_METADATA)  # the others tie the batch to its run
@@ -44,11 +57,13 @@ def new_run(
     now: datetime,
     inputs: InputRecords | None = None,
     pool: list[dict[str, Any]] | None = None,
+    blob_endpoints: tuple[str, ...] = (),
 ) -> BatchRun | BatchSet | ChatRun:
     """The run that `body` asks of `job` (`resource` is the job's resource as configured, None when it is no
-    longer configured; `inputs` where an `inputId` is looked up; `pool` the places that may run its shards), or the
+    longer configured; `inputs` where an `inputId` is looked up; `pool` the places that may run its shards;
+    `blob_endpoints` the blob endpoints besides Azure Storage's that `inputBlob` and `outputFolder` may name), or the
     Problem saying why it cannot start. A Batch Job's run of an input the app built is a batch set (shards, pools,
-    retries); of an input file made elsewhere, one batch."""
+    retries); of an input file made elsewhere, or of a user's blob, one batch."""
     if job.status is JobStatus.RETIRED:
         raise Problem(
             410,
@@ -57,7 +72,7 @@ def new_run(
             f"Job '{job.external_id}' was retired on {job.retired_at}: its deployment no longer exists.",
         )
     if job.job_type is JobType.BATCH:
-        return _batch_run(job, body, resource, idempotency_key, now, inputs, pool)
+        return _batch_run(job, body, resource, idempotency_key, now, inputs, pool, blob_endpoints)
     if job.job_type is JobType.CHAT_COMPLETION:
         return _chat_run(job, body, resource, idempotency_key, now)
     raise Problem(
@@ -76,6 +91,7 @@ def _batch_run(
     now: datetime,
     inputs: InputRecords | None,
     pool: list[dict[str, Any]] | None,
+    blob_endpoints: tuple[str, ...] = (),
 ) -> BatchRun | BatchSet:
     if not job.imported.batch_capable:
         raise Problem(
@@ -92,14 +108,15 @@ def _batch_run(
             [FieldError(name, f"is not one of {', '.join(BATCH_FIELDS)}") for name in unknown],
             f"Unknown fields: {', '.join(unknown)}.",
         )
-    overrides = {k: v for k, v in body.items() if k not in ("metadata", "inputId")}
+    overrides = {k: v for k, v in body.items() if k not in ("metadata", "inputId", *BLOB_FIELDS)}
+    blob = _blob_locations(job, body, resource, blob_endpoints) if set(BLOB_FIELDS) & set(body) else None
     if "inputId" in body and ("inputFileId" in overrides or "inputFileSecret" in overrides):
         raise validation_problem([FieldError("inputId", "give one of inputId, inputFileId or inputFileSecret")])
     built = _input_of(job, body.get("inputId"), inputs) if "inputId" in body else None
     if built is not None:
         overrides["inputFileId"] = built.file_id
-    attributes = _batch_attributes(job, overrides)
-    if not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
+    attributes = _batch_attributes(job, overrides, input_given=blob is not None)
+    if blob is None and not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
         raise Problem(
             400,
             "no-input-file",
@@ -143,6 +160,8 @@ def _batch_run(
         input_file_secret=attributes.get("inputFileSecret"),
         metadata=metadata,
         input_id=built.id if built else None,
+        input_blob=blob[0] if blob else None,
+        output_folder=blob[1] if blob else None,
         estimated_tokens=built.estimated_tokens if built else None,
         model=job.imported.model_name,
         model_version=job.imported.model_version,
@@ -244,10 +263,56 @@ def _upstream(service: str, status: int | None, code: str) -> Problem:
     )
 
 
-def _batch_attributes(job: Job, overrides: dict[str, Any]) -> dict[str, Any]:
+def _blob_locations(
+    job: Job, body: dict[str, Any], resource: OpenAIResource | None, blob_endpoints: tuple[str, ...]
+) -> tuple[str, str]:
+    """`inputBlob` and `outputFolder` (the folder without a trailing '/'), or a 400 naming the field at fault: both
+    are needed, with no other input and no metadata (Azure takes none on such a batch), on a resource configured
+    for batches with blob storage."""
+    others = [name for name in ("inputId", "inputFileId", "inputFileSecret") if name in body]
+    if others:
+        raise validation_problem(
+            [FieldError("inputBlob", f"give one input: inputBlob (with outputFolder) or {', '.join(others)}")]
+        )
+    missing = [name for name in BLOB_FIELDS if name not in body]
+    if missing:
+        given = next(name for name in BLOB_FIELDS if name in body)
+        raise validation_problem([FieldError(missing[0], f"is required with {given}")])
+    configured = _configured(job, resource)
+    if not configured.batch_blob_storage:
+        raise validation_problem(
+            [
+                FieldError(
+                    "inputBlob",
+                    f"resource '{configured.name}' does not take batches with blob storage (its entry in "
+                    'AZURE_OPENAI_RESOURCES needs "apiVersion": "v1" and "batchBlobStorage": true)',
+                )
+            ]
+        )
+    if body.get("metadata"):
+        raise validation_problem(
+            [FieldError("metadata", "is not supported with inputBlob: Azure takes no metadata on such a batch")]
+        )
+    errors = [
+        error
+        for name, folder in (("inputBlob", False), ("outputFolder", True))
+        if (error := _blob_url_error(body[name], name, blob_endpoints, folder=folder)) is not None
+    ]
+    if errors:
+        raise validation_problem(errors, "Invalid blob locations.")
+    return str(body["inputBlob"]), str(body["outputFolder"]).rstrip("/")
+
+
+def _blob_url_error(value: Any, name: str, blob_endpoints: tuple[str, ...], *, folder: bool) -> FieldError | None:
+    if isinstance(value, str) and (len(value) > MAX_BLOB_URL or not all(" " < char <= "~" for char in value)):
+        return FieldError(name, f"must be at most {MAX_BLOB_URL} characters, spaces and non-ASCII ones percent-encoded")
+    return storage_url_error(value, name, blob_endpoints, folder=folder)
+
+
+def _batch_attributes(job: Job, overrides: dict[str, Any], *, input_given: bool = False) -> dict[str, Any]:
     """The job's attributes with the body's overrides; an input given in the body replaces either stored one."""
     current = dict(job.attributes)
-    if "inputFileId" in overrides or "inputFileSecret" in overrides:
+    if input_given or "inputFileId" in overrides or "inputFileSecret" in overrides:
         current.pop("inputFileId", None)
         current.pop("inputFileSecret", None)
     try:

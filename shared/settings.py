@@ -54,6 +54,9 @@ class OpenAIResource:
     # shards are cut and placed to fit. Unknown deployments have no known limit.
     token_limits: tuple[tuple[str, int], ...] = ()
     data_zone: str = ""  # the data zone of its region ("US", "EU"): DataZoneBatch shards stay within it
+    # Whether Azure may read a run's input from a user's blob and write its results to a folder (v1 only; the
+    # resource's system-assigned identity needs Storage Blob Data Contributor on that storage).
+    batch_blob_storage: bool = False
 
     def token_limit(self, deployment: str) -> int | None:
         return dict(self.token_limits).get(deployment)
@@ -145,6 +148,7 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
             raise SettingsError(f"{where} is missing {', '.join(missing)}")
         if not RESOURCE_NAME.match(str(entry["name"])):
             raise SettingsError(f"{where}.name is not a valid Azure OpenAI resource name")
+        api_version = _api_version(entry.get("apiVersion"), where)
         resources.append(
             OpenAIResource(
                 name=str(entry["name"]),
@@ -152,10 +156,11 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
                 subscription_id=str(entry["subscriptionId"]),
                 resource_group=str(entry["resourceGroup"]),
                 tenant_id=str(entry.get("tenantId", "")),
-                api_version=_api_version(entry.get("apiVersion"), where),
+                api_version=api_version,
                 api_key_secret=str(entry.get("apiKeySecret") or ""),
                 token_limits=_token_limits(entry.get("tokenLimits"), where),
                 data_zone=str(entry.get("dataZone") or "").upper(),
+                batch_blob_storage=_batch_blob_storage(entry.get("batchBlobStorage"), api_version, where),
             )
         )
     names = [r.name for r in resources]
@@ -171,6 +176,20 @@ def _api_version(value: Any, where: str) -> str:
     if not isinstance(value, str) or not API_VERSION.match(value):
         raise SettingsError(f"{where}.apiVersion must be 'v1' or a dated api-version such as '{DEFAULT_API_VERSION}'")
     return value
+
+
+def _batch_blob_storage(value: Any, api_version: str, where: str) -> bool:
+    """`batchBlobStorage`: true only on the v1 API, the only one on which Azure takes `input_blob`/`output_folder`."""
+    if value is None or value is False:
+        return False
+    if value is not True:
+        raise SettingsError(f"{where}.batchBlobStorage must be true or false")
+    if api_version != "v1":
+        raise SettingsError(
+            f'{where}.batchBlobStorage needs "apiVersion": "v1": Azure OpenAI takes batches with blob storage input '
+            "and output on the v1 API only"
+        )
+    return True
 
 
 def _storage(env: Mapping[str, str]) -> StorageSettings:

@@ -147,9 +147,9 @@ def lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
         yield pending.rstrip(b"\r")
 
 
-def blob_chunks(url: str, credential: Any) -> Iterator[bytes]:
+def blob_chunks(url: str, credential: Any, *, missing_ok: bool = False) -> Iterator[bytes]:
     """A user's blob, read with the app's identity a chunk at a time; a Problem naming `blobUrl` when the blob is
-    missing, the identity may not read it, or its account cannot be reached."""
+    missing (unless `missing_ok`: then nothing), the identity may not read it, or its account cannot be reached."""
     from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError
     from azure.storage.blob import BlobClient
 
@@ -168,6 +168,8 @@ def blob_chunks(url: str, credential: Any) -> Iterator[bytes]:
         downloader: Any = client.download_blob()
         yield from downloader.chunks()
     except ResourceNotFoundError as exc:
+        if missing_ok:
+            return
         missing = [FieldError("blobUrl", "does not exist")]
         raise Problem(404, "blob-not-found", "Blob not found", "No blob exists at blobUrl.", missing) from exc
     except ClientAuthenticationError as exc:

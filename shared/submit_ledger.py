@@ -6,6 +6,10 @@ run at once: the conditional write decides which copy creates. A later submit of
 of scanning the resource's batches; it searches Azure's batch list only when an intent has no recorded outcome (its
 copy crashed, or lost the create's reply), and then only back to the intent (with clock skew allowed).
 
+A batch with blob storage carries no metadata, so the search cannot ask Azure which run a batch belongs to: the
+ledger keeps that itself, one owner row per such batch (the batch id as partition, the resource as row), written
+with a conditional insert by the run that created or found it. A run never attaches to a batch another run owns.
+
 Times here are the orchestration's (the submit step says when it was decided), so a takeover's waiting time is
 measured on the run's own clock, the one Azure's `created_at` is compared with.
 """
@@ -109,6 +113,19 @@ class SubmitLedger:
                 etag=intent.etag,
                 match_condition=MatchConditions.IfNotModified,
             )
+
+    def own(self, resource: str, batch_id: str, run_id: str, attempt: int) -> bool:
+        """Makes (run id, attempt) the owner of a blob batch, unless another run (or attempt) owns it already: True
+        when this one owns it now (also when it did before), False when another does. The insert is conditional, so
+        two runs never both own a batch."""
+        entity = {"PartitionKey": batch_id, "RowKey": resource, "RunId": run_id, "Attempt": attempt}
+        table = self._ready()
+        try:
+            table.create_entity(entity)
+        except ResourceExistsError:
+            owner = table.get_entity(batch_id, resource)
+            return (owner.get("RunId"), owner.get("Attempt")) == (run_id, attempt)
+        return True
 
     def release(self, intent: Intent) -> None:
         """Azure refused the create for good (quota, a bad request): no batch exists, so a later try may claim."""

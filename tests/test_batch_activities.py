@@ -651,6 +651,8 @@ def test_check_follows_the_lifecycle_to_completed_with_the_five_outputs(
         "request_counts_total": azure["request_counts"]["total"],
         "request_counts_completed": azure["request_counts"]["completed"],
         "request_counts_failed": azure["request_counts"]["failed"],
+        "output_blob": None,  # a batch of a file: no result blobs
+        "error_blob": None,
     }
     assert snapshot.outputs()["request_counts_completed"] == 20
     assert len(eastus.content_lines(azure["output_file_id"])) == 20
@@ -778,6 +780,8 @@ def test_cancelling_a_running_batch_goes_cancelling_then_cancelled_with_partial_
         "request_counts_total": 100,
         "request_counts_completed": azure["request_counts"]["completed"],
         "request_counts_failed": 0,
+        "output_blob": None,
+        "error_blob": None,
     }
     not_run = eastus.content_lines(azure["error_file_id"])
     assert len(not_run) == 100 - (snapshot.completed or 0)
@@ -899,6 +903,8 @@ def test_running_batch_has_no_end_and_an_unsubmitted_run_no_start() -> None:
             "request_counts_total",
             "request_counts_completed",
             "request_counts_failed",
+            "output_blob",
+            "error_blob",
             "prompt_tokens",
             "completion_tokens",
             "total_tokens",

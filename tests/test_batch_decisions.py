@@ -815,6 +815,59 @@ def test_an_ended_batch_is_read_before_the_run_finishes_and_its_usage_and_cost_a
     assert (step, run.status) == (Finish(), RunStatus.SUCCESS)
 
 
+BLOB_RUN = replace(
+    RUN,
+    input_file_id=None,
+    input_blob="https://staoai.blob.core.windows.net/batch-input/requests.jsonl",
+    output_folder="https://staoai.blob.core.windows.net/batch-output/runs",
+)
+RESULTS = "https://staoai.blob.core.windows.net/batch-output/runs/5f0c6a8e-2f7b-4c53-9d55-0e6f2a1b7c9d"
+
+
+def test_a_blob_run_submits_its_input_blob_and_output_folder_without_metadata() -> None:
+    _, step = decide(replace(BLOB_RUN, phase=Phase.SUBMITTING), Began(), NOW)
+
+    assert isinstance(step, Submit)
+    assert (step.input_blob, step.output_folder) == (BLOB_RUN.input_blob, BLOB_RUN.output_folder)
+    assert (step.input_file_id, step.metadata) == (None, {})
+
+
+def test_an_ended_blob_batch_is_read_from_its_result_blobs_and_they_are_outputs() -> None:
+    ended = batch("completed", completed_at=CREATED + 9, output_blob=f"{RESULTS}/results.jsonl")
+    ended = replace(ended, error_blob=f"{RESULTS}/errors.jsonl")
+    polling = replace(BLOB_RUN, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch(), indexed_status="Running")
+
+    run, step = decide(polling, BatchChecked(batch=ended), NOW)
+
+    assert step == CollectResults(
+        RUN.run_id,
+        RUN.resource,
+        [],
+        "",
+        "",
+        output_blob=f"{RESULTS}/results.jsonl",
+        error_blob=f"{RESULTS}/errors.jsonl",
+        completed=40,
+    )
+    run, step = decide(run, ResultsCollected(succeeded=40, failed=2, usage=USAGE), NOW)
+    assert isinstance(step, IndexRun)
+    outputs = step.view["outputs"]
+    assert (outputs["output_blob"], outputs["error_blob"]) == (f"{RESULTS}/results.jsonl", f"{RESULTS}/errors.jsonl")
+    assert (outputs["output_file_id"], outputs["total_tokens"]) == (None, 42)
+    assert (step.view["inputBlob"], step.view["outputFolder"]) == (BLOB_RUN.input_blob, BLOB_RUN.output_folder)
+
+
+def test_a_blob_run_whose_submit_stayed_unknown_says_which_input_blob_to_look_for() -> None:
+    run = replace(BLOB_RUN, phase=Phase.SUBMITTING, submit_failures=MAX_SUBMIT_FAILURES - 1)
+
+    run, step = decided(run, ActivityFailed(step=Submit), NOW)
+
+    assert step == Finish()
+    assert run.failure is not None
+    assert run.failure.code == "submit_unknown"
+    assert f"whose input_blob is {BLOB_RUN.input_blob}" in run.failure.message
+
+
 def test_a_read_that_fails_is_tried_again_then_the_run_ends_without_its_results() -> None:
     run, _ = decide(POLLING, BatchChecked(batch=ENDED), NOW)
     for tries in range(1, MAX_COLLECT_FAILURES):

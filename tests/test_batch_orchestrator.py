@@ -228,6 +228,8 @@ def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
         "request_counts_total": 100,
         "request_counts_completed": 98,
         "request_counts_failed": 2,
+        "output_blob": None,
+        "error_blob": None,
     } | BatchReplay.collected | {"estimatedCost": None}
     assert run["startedAt"] == stamp(datetime.fromtimestamp(CREATED, UTC))
     assert run["endedAt"] == stamp(datetime.fromtimestamp(CREATED + 700, UTC))

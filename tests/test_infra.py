@@ -301,7 +301,15 @@ def test_openai_resources_setting_is_the_json_array_settings_parses() -> None:
     entry = properties(built.named_children[-1].named_children[0].named_children[0])
 
     assert text(built).startswith("string([")
-    assert set(entry) == {"name", "endpoint", "subscriptionId", "resourceGroup", "tenantId", "apiVersion"}
+    assert set(entry) == {
+        "name",
+        "endpoint",
+        "subscriptionId",
+        "resourceGroup",
+        "tenantId",
+        "apiVersion",
+        "batchBlobStorage",
+    }
     assert text(entry["endpoint"]) == "openAiAccount.properties.endpoint"
     assert text(module_params(main, "api")["openAiResources"]) == "openAiResources"
     assert text(setting_values("appSettings")["AZURE_OPENAI_RESOURCES"]) == "openAiResources"

@@ -80,7 +80,13 @@ def schema(name: str) -> dict[str, Any]:
 
 def test_the_documented_limits_and_patterns_are_the_codes() -> None:
     from shared.jobs import BATCH_SUFFIX, DEPLOYMENT_NAME
-    from shared.run_requests import MAX_METADATA_KEY, MAX_METADATA_VALUE, MAX_PROMPT_CHARACTERS, MAX_USER_METADATA
+    from shared.run_requests import (
+        MAX_BLOB_URL,
+        MAX_METADATA_KEY,
+        MAX_METADATA_VALUE,
+        MAX_PROMPT_CHARACTERS,
+        MAX_USER_METADATA,
+    )
     from shared.runs import MAX_FAILURE_MESSAGE
     from shared.settings import RESOURCE_NAME
 
@@ -94,6 +100,8 @@ def test_the_documented_limits_and_patterns_are_the_codes() -> None:
     assert metadata["additionalProperties"]["maxLength"] == MAX_METADATA_VALUE
     assert prompts["user_prompt"]["maxLength"] == prompts["system_prompt"]["maxLength"] == MAX_PROMPT_CHARACTERS
     assert schema("Failure")["properties"]["message"]["maxLength"] == MAX_FAILURE_MESSAGE
+    blob_run = schema("BatchRunRequest")["properties"]
+    assert blob_run["inputBlob"]["maxLength"] == blob_run["outputFolder"]["maxLength"] == MAX_BLOB_URL
     assert f"at most {MAX_USER_METADATA} pairs" in SPEC["paths"]["/jobs/{externalId}/runs"]["post"]["description"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from shared.batch_run import BatchRun, BatchSnapshot, Phase
 from shared.chat import ChatRun, custom_status_of
 from shared.jobs import JobType
 from shared.problems import Problem
+from shared.run_requests import MAX_BLOB_URL
 from shared.runs import (
     HINTS,
     MAX_FAILURE_MESSAGE,
@@ -115,6 +117,10 @@ def largest_batch_run() -> BatchRun:
         tenant_id="00000000-0000-0000-0000-000000000000",
     )
     worst = "😀" * 10_000
+    # A blob run's locations at their longest (percent-encoded: JSON escapes nothing in them).
+    blob = "https://" + "a" * 24 + ".blob.core.windows.net/" + "c" * 63 + "/"
+    input_blob = blob + "%F0" * ((MAX_BLOB_URL - len(blob)) // 3) + "b" * ((MAX_BLOB_URL - len(blob)) % 3)
+    folder = input_blob
     batch = BatchSnapshot(
         id="batch_" + "b" * 94,
         status="failed",
@@ -126,6 +132,8 @@ def largest_batch_run() -> BatchRun:
         completed=10**9,
         failed=10**9,
         errors=tuple(Failure.of("c" * 500, worst, line=10**9, param=worst) for _ in range(5)),
+        output_blob=f"{folder}/{uuid.UUID(int=0)}/results.jsonl",
+        error_blob=f"{folder}/{uuid.UUID(int=0)}/errors.jsonl",
     )
     return BatchRun(
         run_id=f"{deployment}::batch::{HEX}",
@@ -143,6 +151,8 @@ def largest_batch_run() -> BatchRun:
         quota_waits=10**9,
         failure=Failure.of("invalid_request", worst, line=10**9, param=worst),
         next_check_at="2026-11-29T18:00:00.123456Z",
+        input_blob=input_blob,
+        output_folder=folder,
     )
 
 

@@ -237,3 +237,110 @@ def test_metadata_takes_fourteen_pairs_and_refuses_fifteen() -> None:
         check_metadata({"k" * 65: "v"})
     with pytest.raises(Problem):
         check_metadata({"k": "v" * 513})
+
+
+# Runs of a user's blob, read and written by Azure itself (inputBlob and outputFolder) --------------------------------
+
+LOCAL_BLOBS = (
+    "https://127.0.0.1:10003/devstoreaccount1"  # a local emulator's endpoint, as INPUT_BLOB_ENDPOINTS names it
+)
+INPUT_BLOB = "https://staoai.blob.core.windows.net/batch-input/run-1/requests.jsonl"
+OUTPUT_FOLDER = "https://staoai.blob.core.windows.net/batch-output"
+
+
+@pytest.fixture
+def blob_storage(app_settings: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job's resource on the v1 API with batchBlobStorage, and a local blob endpoint allowed."""
+    from shared import services
+
+    [resource] = json.loads(app_settings["AZURE_OPENAI_RESOURCES"])
+    resource |= {"apiVersion": "v1", "batchBlobStorage": True}
+    monkeypatch.setenv("AZURE_OPENAI_RESOURCES", json.dumps([resource]))
+    monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", LOCAL_BLOBS)
+    services.reset()
+
+
+def new_blob_run(body: dict[str, Any]) -> Any:
+    """The run a start request's body becomes (past every check a start makes before the orchestration starts)."""
+    from datetime import UTC, datetime
+
+    from shared import services
+    from shared.run_requests import new_run
+    from shared.settings import get_settings
+
+    job = services.catalog().find_job("gpt-4o-batch::batch", None)
+    settings = get_settings()
+    resource = settings.resource(job.resource)
+    return new_run(job, body, resource, None, datetime.now(UTC), blob_endpoints=settings.input_blob_endpoints)
+
+
+@pytest.mark.usefixtures("blob_storage")
+@pytest.mark.parametrize(
+    ("input_blob", "output_folder", "folder"),
+    [
+        (INPUT_BLOB, OUTPUT_FOLDER, OUTPUT_FOLDER),
+        (INPUT_BLOB, f"{OUTPUT_FOLDER}/runs/2026/", f"{OUTPUT_FOLDER}/runs/2026"),
+        (f"{LOCAL_BLOBS}/batch-input/test.jsonl", f"{LOCAL_BLOBS}/batch-output", f"{LOCAL_BLOBS}/batch-output"),
+    ],
+    ids=["azure", "a-folder-in-a-container", "a-local-endpoint-the-settings-allow"],
+)
+def test_a_blob_run_takes_its_input_blob_and_output_folder_instead_of_a_file(
+    input_blob: str, output_folder: str, folder: str
+) -> None:
+    import_now()
+    patch_job("gpt-4o-batch::batch", {"attributes": {"inputFileId": "file-stored"}})  # set aside for this run
+
+    run = new_blob_run({"inputBlob": input_blob, "outputFolder": output_folder, "metadata": {}})
+
+    assert (run.input_blob, run.output_folder) == (input_blob, folder)
+    assert (run.input_file_id, run.input_file_secret, run.metadata) == (None, None, {})
+    view = run.resource_view()
+    assert (view["inputBlob"], view["outputFolder"]) == (input_blob, folder)
+    assert (view["outputs"]["output_blob"], view["outputs"]["error_blob"]) == (None, None)
+
+
+BOTH = {"inputBlob": INPUT_BLOB, "outputFolder": OUTPUT_FOLDER}
+
+
+@pytest.mark.usefixtures("blob_storage")
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"inputBlob": INPUT_BLOB}, "outputFolder"),
+        ({"outputFolder": OUTPUT_FOLDER}, "inputBlob"),
+        (BOTH | {"inputFileId": "file-abc"}, "inputBlob"),
+        (BOTH | {"inputFileSecret": "s"}, "inputBlob"),
+        (BOTH | {"inputId": "0" * 32}, "inputBlob"),
+        (BOTH | {"metadata": {"team": "search"}}, "metadata"),
+        (BOTH | {"inputBlob": "http://staoai.blob.core.windows.net/batch-input/x.jsonl"}, "inputBlob"),
+        (BOTH | {"inputBlob": f"{INPUT_BLOB}?sv=2025-01-05&sig=abc"}, "inputBlob"),
+        (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input"}, "inputBlob"),
+        (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/"}, "inputBlob"),
+        (BOTH | {"inputBlob": "https://evil.example.com/batch-input/x.jsonl"}, "inputBlob"),
+        (BOTH | {"inputBlob": f"{LOCAL_BLOBS}/batch-input"}, "inputBlob"),
+        (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/my file.jsonl"}, "inputBlob"),
+        (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/" + "x" * 500}, "inputBlob"),
+        (BOTH | {"inputBlob": 42}, "inputBlob"),
+        (BOTH | {"outputFolder": "https://staoai.blob.core.windows.net"}, "outputFolder"),
+        (BOTH | {"outputFolder": "https://staoai.blob.core.windows.net/"}, "outputFolder"),
+        (BOTH | {"outputFolder": "https://127.0.0.1:10004/devstoreaccount1/batch-output"}, "outputFolder"),
+        (BOTH | {"outputFolder": f"{OUTPUT_FOLDER}#x"}, "outputFolder"),
+        (BOTH | {"outputFolder": {"url": OUTPUT_FOLDER}}, "outputFolder"),
+    ],
+)
+def test_bad_blob_run_bodies_are_400_naming_the_field(body: dict[str, Any], field: str) -> None:
+    import_now()
+
+    problem = assert_problem(start("gpt-4o-batch::batch", body), 400, field)
+
+    assert problem["code"] == "validation-failed"
+
+
+def test_a_resource_without_batch_blob_storage_refuses_a_blob_run_naming_input_blob() -> None:
+    import_now()
+
+    problem = assert_problem(
+        start("gpt-4o-batch::batch", {"inputBlob": INPUT_BLOB, "outputFolder": OUTPUT_FOLDER}), 400, "inputBlob"
+    )
+
+    assert '"batchBlobStorage": true' in problem["errors"][0]["message"]

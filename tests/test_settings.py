@@ -73,6 +73,32 @@ def test_a_resource_may_use_the_v1_api_or_a_dated_api_version(version: str) -> N
     assert settings.resources[0].api_version == version
 
 
+def test_a_v1_resource_may_take_batches_with_blob_storage_and_others_do_not_by_default() -> None:
+    entry = {"name": "aoai-next", "endpoint": "https://x", "subscriptionId": "s", "resourceGroup": "g"}
+    entries = [entry | {"apiVersion": "v1", "batchBlobStorage": True}, entry | {"name": "aoai-old"}]
+
+    settings = Settings.from_environment({"AZURE_OPENAI_RESOURCES": json.dumps(entries)})
+
+    assert [r.batch_blob_storage for r in settings.resources] == [True, False]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"batchBlobStorage": True}, r'AZURE_OPENAI_RESOURCES\[0\]\.batchBlobStorage needs "apiVersion": "v1"'),
+        ({"batchBlobStorage": True, "apiVersion": "2025-04-01-preview"}, 'needs "apiVersion": "v1"'),
+        ({"batchBlobStorage": "yes", "apiVersion": "v1"}, "batchBlobStorage must be true or false"),
+    ],
+)
+def test_batch_blob_storage_is_refused_off_the_v1_api_or_when_not_a_boolean(
+    change: dict[str, object], message: str
+) -> None:
+    entry = {"name": "aoai-old", "endpoint": "https://x", "subscriptionId": "s", "resourceGroup": "g"} | change
+
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_environment({"AZURE_OPENAI_RESOURCES": json.dumps([entry])})
+
+
 def test_identity_based_storage_connection() -> None:
     settings = Settings.from_environment(
         {"AzureWebJobsStorage__accountName": "staoai", "AzureWebJobsStorage__clientId": "client"}

@@ -89,9 +89,10 @@ def host_settings(
     azurite: RunningAzurite,
     table: str,
     resource_settings: dict[str, dict[str, Any]] | None = None,
+    more: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """The app settings of an e2e host: every emulated resource, with `resource_settings` added to the entries they
-    name (e.g. `tokenLimits`)."""
+    name (e.g. `tokenLimits`), and `more` app settings."""
     arm = emulator.endpoints["arm"]
     resources = [
         {
@@ -113,7 +114,7 @@ def host_settings(
         "KEY_VAULT_URL": emulator.endpoints["keyVault"]["url"],
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "DEPLOYMENT_SYNC_SCHEDULE": "0 0 0 1 1 *",
-    }
+    } | (more or {})
 
 
 def start_host(
@@ -122,12 +123,13 @@ def start_host(
     azurite: RunningAzurite,
     table: str,
     resource_settings: dict[str, dict[str, Any]] | None = None,
+    more: dict[str, str] | None = None,
 ) -> RunningHost:
     clock = emulator.endpoints["emulator"]["clock"]
     return launch(
         state_dir,
         app=ROOT,
-        settings=host_settings(emulator, azurite, table, resource_settings),
+        settings=host_settings(emulator, azurite, table, resource_settings, more),
         args=["--endpoints-file", str(emulator.state_dir / "endpoints.json")],
         epoch=clock["DEVSTACK_EPOCH"],
         time_scale=float(clock["DEVSTACK_TIME_SCALE"]),
