@@ -148,7 +148,8 @@ def _ndjson() -> Any:
 
 def read_pages(setup: Setup, top: int = PAGE_TOP) -> int:
     """Every page of the staged `all` copy through `page()`, as the results API serves them."""
-    staging, name, offset, lines = setup.staging(), staged_name(setup.run_id, "all"), 0, 0
+    staging, name, lines = setup.staging(), staged_name(setup.run_id, "all"), 0
+    offset: int | None = 0
     while offset is not None:
         found = page(staging, name, offset, top)
         assert found is not None, name
