@@ -318,6 +318,8 @@ def emulation_middleware(
         except web.HTTPException as exc:  # a body over the size limit: 413, logged as such
             entry.status = exc.status
             raise
+        except ConnectionResetError:
+            return _client_gone(request, entry)
         rule = faults.pick(service, resource, route, request.method)
         if rule is not None:
             entry.fault = rule.id
@@ -339,6 +341,8 @@ def emulation_middleware(
             if rule is None or not rule.after_handler:
                 raise
             response = exc
+        except ConnectionResetError:
+            return _client_gone(request, entry)
         entry.status = response.status
         if rule is not None and rule.after_handler:
             entry.extra["handledStatus"] = response.status
@@ -361,6 +365,15 @@ def _drop(request: web.Request) -> web.StreamResponse:
     response = web.Response(status=499)
     response.force_close()
     return response
+
+
+def _client_gone(request: web.Request, entry: LoggedRequest) -> web.StreamResponse:
+    """The client went away before its body arrived in full (a process killed while it sent): there is nobody to
+    answer, and nothing of the request took effect. Logged as nginx's 499 "client closed request", not as an error
+    of the emulator."""
+    entry.status = 499
+    entry.extra["clientGone"] = True
+    return _drop(request)
 
 
 def _auth_kind(request: web.Request) -> str:

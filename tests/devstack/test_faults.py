@@ -4,16 +4,18 @@ resource and service, in each service's own error shape."""
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
 from devstack.emulator.faults import FaultInjector, FaultRuleError
-from tests.conftest import TEST_CONFIG, RunningEmulator, start_emulator, stop_emulator
-from tests.devstack.conftest import DataPlane, batch_lines
+from tests.conftest import TEST_CONFIG, RunningEmulator, start_emulator, stop_emulator, wait_for
+from tests.devstack.conftest import API_VERSION, DataPlane, batch_lines
 
 EASTUS = "aoai-devstack-eastus"
 SWEDEN = "aoai-devstack-swedencentral"
@@ -240,6 +242,43 @@ def test_the_emulator_keeps_serving_after_a_dropped_connection(emulator: Running
         list_files(eastus)
 
     assert list_files(eastus).status_code == 200
+
+
+def cut_short(plane: DataPlane, path: str, content_type: str, body: bytes, declared: int) -> None:
+    """Sends a POST whose body stops short of the `declared` length, then closes the connection: a client killed
+    while it sends (kill -9 of a host mid-upload)."""
+    url = urlsplit(plane.url(path))
+    head = (
+        f"POST {url.path}?api-version={API_VERSION} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"api-key: {plane.session.headers['api-key']}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    )
+    with socket.create_connection((url.hostname, url.port), timeout=10) as connection:
+        connection.sendall(head.encode() + body)
+
+
+@pytest.mark.parametrize("route", ["files.upload", "batches.create"])
+def test_a_client_gone_mid_body_is_logged_as_such_and_is_no_emulator_error(
+    emulator: RunningEmulator, eastus: DataPlane, route: str
+) -> None:
+    # The emulator holds the request first, so that the client is gone before the body is read.
+    emulator.add_fault(route=route, latencyMs=200, times=1)
+    if route == "files.upload":
+        boundary = "cut"
+        part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n\r\n'
+        cut_short(eastus, "files", f"multipart/form-data; boundary={boundary}", part.encode() + b'{"a"', 4096)
+    else:
+        cut_short(eastus, "batches", "application/json", b'{"input_file_id": "file-', 4096)
+
+    (entry,) = wait_for(
+        lambda: [e for e in emulator.requests_log(route=route) if e["status"] is not None],
+        what="the cut-short request's end",
+    )
+    assert entry["status"] == 499  # nginx's "client closed request": the emulator had nobody to answer
+    assert entry["clientGone"] is True
+    assert emulator.batches(EASTUS) == []
+    files = list_files(eastus)  # and it keeps serving
+    assert (files.status_code, files.json()["data"]) == (200, [])
 
 
 def test_after_handler_500_on_create_batch_creates_the_batch_but_the_client_sees_500(
