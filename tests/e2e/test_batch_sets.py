@@ -39,6 +39,8 @@ def prompts(count: int, failing: tuple[int, ...] = ()) -> list[dict[str, str]]:
         if n in failing:
             text = text.replace("[[pass]]", "[[fail]]")
         made.append({"id": f"q{n:03d}", "user": text})
+    estimates = {request_tokens({"messages": [{"role": "user", "content": p["user"]}]}) for p in made}
+    assert len(estimates) == 1, "the shards' sizes below assume every prompt costs the same estimate"
     return made
 
 

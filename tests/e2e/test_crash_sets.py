@@ -32,7 +32,8 @@ RESOURCES = (RESOURCE, OTHER)
 PROMPTS = 30
 PER_SHARD = 10
 FIRST_ROUND = PROMPTS // PER_SHARD  # shards s0..s2; the follow-ups are numbered on from there
-PROMPT = "Question {:03d}: name a prime number."  # every prompt the same length, so each costs the same estimate
+# Every prompt costs the same estimate: a failing one carries the emulator's marker where the others have "[[pass]]".
+PROMPT = "Question {:03d}: name a prime number. [[pass]]"
 LIMIT = PER_SHARD * request_tokens({"messages": [{"role": "user", "content": PROMPT.format(0)}]})
 FAILING: tuple[tuple[int, ...], ...] = (
     (5,),
@@ -48,8 +49,10 @@ def prompts(failing: tuple[int, ...]) -> list[dict[str, str]]:
     for n in range(PROMPTS):
         text = PROMPT.format(n)
         if n in failing:
-            text = text[: -len("[[fail]]")] + "[[fail]]"  # the same length, so the same estimate
+            text = text.replace("[[pass]]", "[[fail]]")
         made.append({"id": f"q{n:03d}", "user": text})
+    estimates = {request_tokens({"messages": [{"role": "user", "content": p["user"]}]}) for p in made}
+    assert len(estimates) == 1, "the shards' sizes below assume every prompt costs the same estimate"
     return made
 
 
