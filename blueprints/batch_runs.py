@@ -24,6 +24,7 @@ ACTIVITIES = {
     "Check": "check_batch",
     "CancelBatch": "cancel_batch",
     "UploadInput": "upload_input",
+    "DeleteUploads": "delete_uploads",
     "CollectResults": "collect_results",
     "IndexRun": "index_run",
 }
@@ -157,6 +158,18 @@ def collect_results(step: dict[str, Any]) -> dict[str, Any]:
         succeeded=collected.succeeded, failed=collected.failed, usage=collected.usage.to_dict(), estimated_cost=cost
     )
     return seen_to_dict(answer)
+
+
+@bp.activity_trigger(input_name="step")
+def delete_uploads(step: dict[str, Any]) -> dict[str, Any]:
+    """Deletes the input files a shard uploaded, on each resource it ran on."""
+    from shared import services
+    from shared.batch_run import DeleteUploads, UploadsDeleted, seen_to_dict
+
+    request: DeleteUploads = DeleteUploads.from_dict(step)
+    for resource, file_id in request.files.items():
+        services.openai_client(resource).delete_file(file_id)
+    return seen_to_dict(UploadsDeleted())
 
 
 @bp.activity_trigger(input_name="step")

@@ -269,6 +269,14 @@ class AzureOpenAIClient:
     def get_file(self, file_id: str) -> File:
         return File.from_azure(self._call("GET", f"files/{_segment(file_id)}"))
 
+    def delete_file(self, file_id: str) -> None:
+        """DELETE …/files/{id}; a file already gone is not an error (a repeated delete has done its work)."""
+        try:
+            self._call("DELETE", f"files/{_segment(file_id)}")
+        except AzureError as error:
+            if error.status != 404:
+                raise
+
     def upload_file(self, filename: str, chunks: Iterable[bytes], size: int, purpose: str = "batch") -> File:
         """POST …/files (multipart: `purpose`, `file`), the content streamed from `chunks` (`size` bytes in
         all), so a file of any size is sent in bounded memory. One attempt, never retried: a lost reply leaves at

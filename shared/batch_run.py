@@ -255,6 +255,7 @@ class BatchRun:
     requests: int | None = None
     places: list[dict[str, str]] = field(default_factory=list)  # [{resource, deployment, monitorUrl}, ...]
     uploaded: dict[str, str] = field(default_factory=dict)
+    uploads_deleted: bool = False  # the uploaded files are deleted once the run no longer needs them
     refused_here: int = 0  # quota refusals in a row at the current place
     phase: Phase = Phase.RESOLVING
     status: RunStatus = RunStatus.STARTING
@@ -444,6 +445,11 @@ class CancelArrived(Seen):
 
 
 @dataclass(frozen=True, kw_only=True)
+class UploadsDeleted(Seen):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
 class ActivityFailed(Seen):
     """The activity for `step` raised: its outcome is unknown (details are in the logs, never in the run)."""
 
@@ -452,7 +458,16 @@ class ActivityFailed(Seen):
 
 SEEN: dict[str, type[Seen]] = {
     kind.__name__: kind
-    for kind in (InputResolved, InputUploaded, SubmitAnswered, BatchChecked, CancelAnswered, ResultsCollected, Indexed)
+    for kind in (
+        InputResolved,
+        InputUploaded,
+        SubmitAnswered,
+        BatchChecked,
+        CancelAnswered,
+        ResultsCollected,
+        UploadsDeleted,
+        Indexed,
+    )
 }
 
 
@@ -552,6 +567,15 @@ class UploadInput(Step):
 
 
 @dataclass(frozen=True)
+class DeleteUploads(Step):
+    """Delete the input files the shard uploaded (by resource): each counts against its resource's file limit, and
+    its batch has ended (or none was made), so nothing reads them any more. The input stays staged in the app."""
+
+    run_id: str
+    files: dict[str, str]
+
+
+@dataclass(frozen=True)
 class CollectResults(Step):
     """Read the ended batch's output and error files (or blobs) into the app's storage, and sum their usage."""
 
@@ -595,6 +619,7 @@ STEPS: dict[str, type[Step]] = {
         Check,
         CancelBatch,
         CollectResults,
+        DeleteUploads,
         IndexRun,
         Wait,
         ContinueAsNew,
@@ -642,6 +667,8 @@ def decide(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
             run = replace(run, indexed_status=seen.status)
     else:
         run, step = _next(replace(run, next_check_at=None), seen, now)
+    if isinstance(step, Finish) and run.uploaded and not run.uploads_deleted and not _batch_may_run(run):
+        step = DeleteUploads(run.run_id, dict(run.uploaded))
     if isinstance(step, Finish):
         run = replace(run, phase=Phase.DONE, next_check_at=None)
     elif isinstance(step, Wait):
@@ -700,6 +727,8 @@ def _next(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
         case ResultsCollected():
             collected = replace(run, results_collected=True, usage=seen.usage, estimated_cost=seen.estimated_cost)
             return _watch(collected, now)
+        case UploadsDeleted():
+            return replace(run, uploads_deleted=True), Finish()
         case TimerFired() | CancelArrived():
             if run.phase is Phase.RESOLVING:
                 return _resolve(run, now)
@@ -887,6 +916,8 @@ def _after_failure(run: BatchRun, failed: type[Step], now: datetime) -> tuple[Ba
         if run.collect_failures >= MAX_COLLECT_FAILURES:
             return _watch(run, now)
         return _wait(run, now, ACTIVITY_BACKOFF.delay(run.collect_failures))
+    if failed is DeleteUploads:  # a file left behind costs nothing: the run ends all the same
+        return replace(run, uploads_deleted=True), Finish()
     if failed is CancelBatch:  # look again later, and ask again after that
         return _watch(run, now, may_cancel=False)
     if failed is Check:
@@ -910,6 +941,11 @@ def _wait(run: BatchRun, now: datetime, seconds: float) -> tuple[BatchRun, Step]
     """A durable timer `seconds` from now, never past the deadline (the run must act on it in time)."""
     until = min(now + timedelta(seconds=seconds), _deadline(run))
     return run, Wait(iso(max(until, now)))
+
+
+def _batch_may_run(run: BatchRun) -> bool:
+    """Whether the run's batch may still be running (the run gave up on it): its input file must then stay."""
+    return run.batch is not None and not run.batch.is_terminal
 
 
 def _finish(run: BatchRun, status: RunStatus, failure: Failure | None = None) -> tuple[BatchRun, Step]:

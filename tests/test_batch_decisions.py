@@ -38,6 +38,7 @@ from shared.batch_run import (
     Check,
     CollectResults,
     ContinueAsNew,
+    DeleteUploads,
     Finish,
     Indexed,
     IndexRun,
@@ -53,6 +54,7 @@ from shared.batch_run import (
     SubmitOutcome,
     TimerFired,
     UploadInput,
+    UploadsDeleted,
     Wait,
     decide,
     seen_from_dict,
@@ -953,3 +955,33 @@ def test_a_shard_whose_batch_fails_at_validation_for_quota_moves_then_waits_once
     alone, step = decided(replace(failed, places=[EAST]), BatchChecked(batch=QUOTA_FAILED))
     assert isinstance(step, Wait)
     assert (alone.phase, alone.resource) == (Phase.QUOTA, EAST["resource"])
+
+
+def test_a_shard_deletes_the_inputs_it_uploaded_once_its_batch_has_ended() -> None:
+    done = batch("completed", completed_at=CREATED + 600, output_file_id="file-out")
+    uploaded = {EAST["resource"]: "file-east", WEST["resource"]: "file-west"}  # it moved once
+    polling = replace(SHARD, input_file_id="file-west", resource=WEST["resource"], uploaded=uploaded)
+    polling = replace(polling, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch(), indexed_status="Running")
+
+    ending, step = decided(polling, BatchChecked(batch=done))
+
+    assert step == DeleteUploads(SHARD.run_id, uploaded)
+    assert (ending.status, ending.phase) == (RunStatus.SUCCESS, Phase.COLLECTING)  # done only once they are gone
+    ended, step = decided(ending, UploadsDeleted())
+    assert step == Finish()
+    assert (ended.uploads_deleted, ended.phase) == (True, Phase.DONE)
+    # A delete that fails leaves a file that costs nothing: the run ends all the same.
+    ended, step = decided(ending, ActivityFailed(step=DeleteUploads))
+    assert step == Finish()
+
+
+def test_a_shard_keeps_its_input_while_its_batch_may_still_run() -> None:
+    polling = replace(SHARD, input_file_id="file-east", phase=Phase.POLLING, status=RunStatus.RUNNING)
+    polling = replace(polling, batch=batch(), failed_checks=MAX_FAILED_CHECKS - 1, indexed_status="Running")
+
+    gave_up, step = decided(polling, ActivityFailed(step=Check))  # the run gives up on a batch it cannot see
+
+    assert step == Finish()
+    assert gave_up.failure is not None
+    assert gave_up.failure.code == "status_unavailable"
+    assert not gave_up.uploads_deleted

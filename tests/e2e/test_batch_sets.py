@@ -17,6 +17,7 @@ import requests
 
 from shared.tokens import request_tokens
 from tests.conftest import RunningAzurite, RunningEmulator, wait_for
+from tests.devstack.conftest import DataPlane
 from tests.e2e.conftest import RESOURCE, App, start_host
 from tests.e2e.test_inputs_results import results
 from tests.host.conftest import RunningHost
@@ -124,6 +125,14 @@ def test_an_input_beyond_one_quota_runs_as_shards_on_both_resources_with_failed_
     assert all(b["status"] == "completed" for b in every)
     for resource, listed in made.items():
         assert {s["id"] for s in shards if s["resource"] == resource} == {b["metadata"]["runId"] for b in listed}
+
+    # Each shard uploaded its input where it ran, and deleted it once its batch had ended (files count against a
+    # resource's limit); the batch still names the file it read.
+    for resource in (RESOURCE, OTHER):
+        target = app.emulator.resource(resource)
+        files = DataPlane(target["endpoint"], target["apiKey"]).request("GET", "files").json()["data"]
+        assert not [f for f in files if str(f["filename"]).startswith(run["id"].replace(":", "-"))], resource
+    assert all(b["input_file_id"] for b in every)
 
     # The results: every request once, its last outcome and how many times it was sent.
     every_result, _ = results(app, run["id"], top="1000")
