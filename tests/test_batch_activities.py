@@ -1228,3 +1228,22 @@ def test_collecting_a_batch_that_failed_validation_stages_empty_results(
 
     assert (answer["succeeded"], answer["failed"], answer["usage"]["total_tokens"]) == (0, 0, 0)
     assert staged(run, "all") == []
+
+
+def test_a_shards_uploads_are_deleted_and_a_file_already_gone_is_no_error(emulator: RunningEmulator) -> None:
+    target = emulator.resource(RESOURCE)
+    plane = DataPlane(target["endpoint"], target["apiKey"])
+    file_id = plane.upload(batch_lines(2))["id"]
+    delete = functions_by_name()["delete_uploads"]
+    step = {
+        "run_id": f"gpt-4o-batch::batch::{'0' * 32}::s0",
+        "files": {RESOURCE: file_id},
+    }
+
+    assert delete(step) == {"seen": "UploadsDeleted", "cancel_requested": False}
+    assert plane.request("GET", f"files/{file_id}").status_code == 404
+    assert delete(step)["seen"] == "UploadsDeleted"  # done again (Durable may run an activity twice): no error
+    emulator.add_fault(service="openai", route="files.delete", status=500, times=1)
+    with pytest.raises(AzureError) as failed:
+        delete(step | {"files": {RESOURCE: plane.upload(batch_lines(1))["id"]}})
+    assert failed.value.status == 500
