@@ -19,6 +19,7 @@ request log, activity counts from the host's log.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import re
@@ -29,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,15 @@ class Outcome:
     def enqueued_tokens(self) -> int:
         return sum(int(batch.get("enqueuedTokens") or 0) for batch in self.batches)
 
+    def to_json(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return values | {"log": [[*key, n] for key, n in self.log.items()]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Outcome:
+        values = data | {"places": tuple(data["places"]), "log": Counter({tuple(e[:3]): e[3] for e in data["log"]})}
+        return cls(**values | {"activities": Counter(data["activities"]), "activity_ms": Counter(data["activity_ms"])})
+
 
 def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_scale: float, scratch: Path) -> Outcome:
     state = scratch / layout.replace(" ", "-")
@@ -250,6 +260,7 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
     finally:
         for process in reversed(processes):
             stop(process)
+        shutil.rmtree(state / "azurite-data")  # some GB of staged inputs and results: nothing reads them again
 
     outputs = [status["output"] or {} for status in finals.values()]
     outcome = Outcome(
@@ -315,6 +326,24 @@ def average_between(steps: list[tuple[float, int]], start: float, end: float) ->
     return total / (end - start) if end > start else 0.0
 
 
+def level_at(steps: list[tuple[float, int]], moment: float) -> int:
+    return next((level for at, level in reversed(steps) if at <= moment), 0)
+
+
+def unused_room(outcome: Outcome) -> float:
+    """Emulated seconds, from the first batch created to the last, during which a waiting shard's batch would have
+    fit within the limit on some resource of the run's places (by the emulator's count), but none was created."""
+    tokens = min(int(b["enqueuedTokens"]) for b in outcome.batches if b.get("enqueuedTokens"))
+    first, last = min(_created(outcome)) - outcome.started_at, max(_created(outcome)) - outcome.started_at
+    steps = [held(outcome, resource) for resource in outcome.places]
+    moments = sorted({first, last} | {at for place in steps for at, _ in place if first < at < last})
+    return sum(
+        following - moment
+        for moment, following in itertools.pairwise(moments)
+        if any(level_at(place, moment) + tokens <= TOKEN_LIMIT for place in steps)
+    )
+
+
 def count(outcome: Outcome, route: str, status: int | None = None) -> int:
     return sum(n for (r, _, s), n in outcome.log.items() if r == route and (status is None or s == status))
 
@@ -342,6 +371,7 @@ def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale
     row("  start → last batch created", lambda o: minutes(max(_created(o)) - o.started_at))
     row("  first batch created → last batch ended", lambda o: minutes(max(_ends(o)) - min(_created(o))))
     row("  last batch ended → last Success", lambda o: minutes(max(o.ended_at) - max(_ends(o))))
+    row("quota free for a waiting shard, unused", lambda o: minutes(unused_room(o)))
     row("shards / batches created", lambda o: f"{o.shards} / {len(o.batches)}")
     row("creates refused (token_limit_exceeded)", lambda o: f"{count(o, 'batches.create', 400)}")
     row("input uploads (files.upload)", lambda o: f"{count(o, 'files.upload')}")
@@ -369,6 +399,13 @@ def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale
     print("|---|" + "---:|" * len(outcomes))
     for name, cells in rows:
         print(f"| {name} | " + " | ".join(cells) + " |")
+    print("\nBatches, emulated minutes from the start: created → ended (on resource n)\n")
+    for outcome in outcomes:
+        spans = sorted((float(b["created_at"]), ended_at(b) or math.nan, b["resource"]) for b in outcome.batches)
+        cells = [
+            f"{(c - outcome.started_at) / 60:.0f} → {(e - outcome.started_at) / 60:.0f} ({r[-1]})" for c, e, r in spans
+        ]
+        print(f"- {outcome.layout}: {', '.join(cells)}")
     print(f"\nEnqueued tokens over emulated time, share of the limit, a column every {SLICE_MINUTES} minutes\n")
     print("```")
     for line in chart(outcomes):
@@ -419,8 +456,14 @@ def main() -> None:
     parser.add_argument("--per-input", type=int, default=100_000, help="requests per input (at most 100,000)")
     parser.add_argument("--time-scale", type=float, default=20.0, help="emulated seconds per real second")
     parser.add_argument("--layout", choices=list(LAYOUTS), action="append", help="only these layouts")
-    parser.add_argument("--keep", action="store_true", help="keep the stacks' data and logs (the path is printed)")
+    parser.add_argument("--keep", action="store_true", help="keep the stacks' logs and outcomes.json")
+    parser.add_argument("--report", type=Path, help="print the tables of a kept outcomes.json again, run nothing")
     options = parser.parse_args()
+    if options.report:
+        saved = json.loads(options.report.read_text())
+        outcomes = [Outcome.from_json(o) for o in saved.pop("outcomes")]
+        report(outcomes, **saved)
+        return
     outcomes = []
     scratch = Path(tempfile.mkdtemp(prefix="bench-sets-"))
     try:
@@ -431,7 +474,10 @@ def main() -> None:
             outcomes.append(run_layout(layout, LAYOUTS[layout], inputs, options.time_scale, scratch))
     finally:
         if options.keep:
-            print(f"data and logs kept in {scratch}", flush=True)
+            shutil.rmtree(scratch / "job")  # the requests: regenerated the same at every run
+            saved = {"requests_count": options.requests, "inputs": len(inputs), "time_scale": options.time_scale}
+            (scratch / "outcomes.json").write_text(json.dumps(saved | {"outcomes": [o.to_json() for o in outcomes]}))
+            print(f"data, logs and outcomes.json kept in {scratch}", flush=True)
         else:
             shutil.rmtree(scratch)
     report(outcomes, options.requests, len(inputs), options.time_scale)
