@@ -9,7 +9,7 @@ this app. The job is `gpt-4o-batch::batch` on the first resource; with the pool,
 two. The requests are written to files as they are generated and each input is posted from its file (JSONL), so
 neither the bench nor the API ever holds the whole job in a list.
 
-Emulated wall time runs from the first start request to the last run's Success on the emulators' clock. Enqueued
+Emulated wall time runs from the first start request to the last run's end, on the emulators' clock. Enqueued
 tokens come from the emulator's own batches (each holds its tokens from create to its end), status calls from its
 request log, activity counts from the host's log.
 
@@ -32,6 +32,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import start_azurite, start_emulators, start_host, stop
 from devstack.clock import VirtualClock
+from shared.inputs import MAX_REQUESTS
 
-ROOT = Path(__file__).resolve().parent.parent
 RESOURCES = ("aoai-bench-1", "aoai-bench-2", "aoai-bench-3")
 DEPLOYMENT = "gpt-4o-batch"
 JOB = f"{DEPLOYMENT}::batch"
@@ -70,23 +71,21 @@ EXECUTED = re.compile(r"Executed 'Functions\.(\w+)' \((\w+), Id=[^,]*, Duration=
 
 
 def write_inputs(directory: Path, requests_count: int, per_input: int) -> list[Path]:
-    """The job's requests in files of at most `per_input` lines each (JSONL), written as they are generated."""
+    """The job's requests in JSONL files of at most `per_input` lines each, written as they are generated."""
     paths: list[Path] = []
-    output = None
-    for index in range(requests_count):
-        if index % per_input == 0:
-            if output is not None:
-                output.close()
-            paths.append(directory / f"input-{len(paths):03d}.jsonl")
-            output = paths[-1].open("w")
-        prompt = f"Classify the sentiment of review {index:07d}: the parcel came late but the support team was kind."
-        body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 50}
-        line = {"custom_id": f"request-{index:07d}", "method": "POST", "url": "/chat/completions", "body": body}
-        assert output is not None
-        output.write(json.dumps(line, separators=(",", ":")) + "\n")
-    if output is not None:
-        output.close()
+    for first in range(0, requests_count, per_input):
+        paths.append(directory / f"input-{len(paths):03d}.jsonl")
+        with paths[-1].open("w") as output:
+            for index in range(first, min(first + per_input, requests_count)):
+                output.write(request_line(index))
     return paths
+
+
+def request_line(index: int) -> str:
+    prompt = f"Classify the sentiment of review {index:07d}: the parcel came late but the support team was kind."
+    body = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 50}
+    line = {"custom_id": f"request-{index:07d}", "method": "POST", "url": "/chat/completions", "body": body}
+    return json.dumps(line, separators=(",", ":")) + "\n"
 
 
 # The stack ----------------------------------------------------------------------------------------------------------
@@ -194,6 +193,7 @@ class Outcome:
 
 
 def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_scale: float, scratch: Path) -> Outcome:
+    """The job on a fresh stack, its shards allowed on `places` (the job's own resource first)."""
     state = scratch / layout.replace(" ", "-")
     for part in ("azurite", "azurite-data", "emulators", "host"):
         (state / part).mkdir(parents=True)
@@ -204,12 +204,11 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
     try:
         emulators, endpoints = start_emulators(state / "emulators", config, time_scale)
         processes.append(emulators)
-        host, info = start_host(
-            state / "host", host_settings(endpoints, connection), state / "emulators" / "endpoints.json", FUNCTION_KEY
-        )
+        settings = host_settings(endpoints, connection)
+        host, info = start_host(state / "host", settings, state / "emulators" / "endpoints.json", FUNCTION_KEY)
         processes.append(host)
-        clock_values = endpoints["emulator"]["clock"]
-        clock = VirtualClock(float(clock_values["DEVSTACK_EPOCH"]), float(clock_values["DEVSTACK_TIME_SCALE"]))
+        published = endpoints["emulator"]["clock"]
+        clock = VirtualClock(float(published["DEVSTACK_EPOCH"]), float(published["DEVSTACK_TIME_SCALE"]))
         control = endpoints["emulator"]["control"]
         app = App(info)
         app.call("POST", "jobs/import")
@@ -218,37 +217,18 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
             app.call("PATCH", f"jobs/{JOB}", params=home, json={"attributes": {"pool": list(places[1:])}})
 
         began = time.perf_counter()
-        input_ids = []
-        for path in inputs:
-            with path.open("rb") as body:
-                built = app.call(
-                    "POST",
-                    f"jobs/{JOB}/inputs",
-                    201,
-                    params=home,
-                    data=body,
-                    headers={"Content-Type": "application/jsonl"},
-                )
-            input_ids.append(built["id"])
-            print(f"  {layout}: input {len(input_ids)}/{len(inputs)} built, {built['requests']:,} requests", flush=True)
+        input_ids = [
+            build_input(app, path, home, f"{layout}: input {n}/{len(inputs)}") for n, path in enumerate(inputs, 1)
+        ]
         inputs_seconds = time.perf_counter() - began
-        # The inputs' own uploads are not the run's: the counts below start here.
-        requests.delete(f"{control}/requests", timeout=60).raise_for_status()
+        requests.delete(f"{control}/requests", timeout=60).raise_for_status()  # the inputs' uploads are not the runs'
 
         began, started_at = time.perf_counter(), clock.now()
         run_ids = [
             app.call("POST", f"jobs/{JOB}/runs", 202, params=home, json={"inputId": input_id})["id"]
             for input_id in input_ids
         ]
-        finals: dict[str, dict[str, Any]] = {}
-        while len(finals) < len(run_ids):
-            time.sleep(3.0)  # the end times come from the task hub, not from when this loop sees them
-            for run_id in run_ids:
-                if run_id not in finals and (status := app.instance(run_id))["runtimeStatus"] in TERMINAL:
-                    finals[run_id] = status
-                    done = len(finals)
-                    minutes = (clock.now() - started_at) / 60
-                    print(f"  {layout}: run {done}/{len(run_ids)} ended at {minutes:,.0f} emulated min", flush=True)
+        finals = wait_for(app, run_ids, lambda: f"{layout}: at {(clock.now() - started_at) / 60:,.0f} emulated min")
         real_seconds = time.perf_counter() - began
 
         batches = []
@@ -256,26 +236,25 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
             listed = requests.get(f"{control}/resources/{name}/batches", timeout=120).json()["value"]
             batches += [batch | {"resource": name} for batch in listed]
         logged = requests.get(f"{control}/requests", params={"service": "openai"}, timeout=300).json()["value"]
-        log = Counter((entry["route"], entry["resource"], entry["status"]) for entry in logged)
     finally:
         for process in reversed(processes):
             stop(process)
         shutil.rmtree(state / "azurite-data")  # some GB of staged inputs and results: nothing reads them again
 
-    outputs = [status["output"] or {} for status in finals.values()]
+    outputs = [status["output"] or {} for status in finals]
     outcome = Outcome(
         layout=layout,
         places=places,
         inputs_seconds=inputs_seconds,
         real_seconds=real_seconds,
         started_at=started_at,
-        ended_at=[_emulated(status["lastUpdatedTime"]) for status in finals.values()],
+        ended_at=[_emulated(status["lastUpdatedTime"]) for status in finals],
         statuses=[str(output.get("status")) for output in outputs],
         shards=sum(int(output.get("shardCount") or 0) for output in outputs),
         completed=sum(int((output.get("outputs") or {}).get("request_counts_completed") or 0) for output in outputs),
         failed=sum(int((output.get("outputs") or {}).get("request_counts_failed") or 0) for output in outputs),
         batches=batches,
-        log=log,
+        log=Counter((entry["route"], entry["resource"], entry["status"]) for entry in logged),
         estimated_tokens=sum(int(output.get("estimatedTokens") or 0) for output in outputs),
     )
     for match in EXECUTED.finditer((state / "host" / "functions.log").read_text()):
@@ -285,6 +264,27 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
         else:
             outcome.episodes += 1
     return outcome
+
+
+def build_input(app: App, path: Path, home: dict[str, str], what: str) -> str:
+    """An input built from a JSONL file, streamed from disk as the request body; its id."""
+    with path.open("rb") as body:
+        headers = {"Content-Type": "application/jsonl"}
+        built = app.call("POST", f"jobs/{JOB}/inputs", 201, params=home, data=body, headers=headers)
+    print(f"  {what} built, {built['requests']:,} requests", flush=True)
+    return str(built["id"])
+
+
+def wait_for(app: App, run_ids: list[str], when: Callable[[], str]) -> list[dict[str, Any]]:
+    """Each run's Durable status once it has ended, in the order of `run_ids`."""
+    finals: dict[str, dict[str, Any]] = {}
+    while len(finals) < len(run_ids):
+        time.sleep(3.0)  # the end times come from the task hub, not from when this loop sees them
+        for run_id in run_ids:
+            if run_id not in finals and (status := app.instance(run_id))["runtimeStatus"] in TERMINAL:
+                finals[run_id] = status
+                print(f"  {when()}: run {len(finals)}/{len(run_ids)} ended", flush=True)
+    return [finals[run_id] for run_id in run_ids]
 
 
 def _emulated(stamp: str) -> float:
@@ -383,15 +383,12 @@ def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale
         lambda o: f"{_m(o.estimated_tokens)} / {_m(o.enqueued_tokens)}",
     )
     for resource in RESOURCES:
-        row(f"enqueued tokens on {resource}: peak", lambda o, r=resource: _of_limit(max(v for _, v in held(o, r))))
-        row("  mean over the wall time", lambda o, r=resource: _of_limit(average_between(held(o, r), 0, o.wall)))
+        row(f"enqueued tokens on {resource}: peak", partial(_peak, resource=resource))
+        row("  mean over the wall time", partial(_mean, resource=resource))
     row("app activities", lambda o: f"{sum(o.activities.values()):,}")
-    names = sorted({name for o in outcomes for name in o.activities}, key=lambda n: -outcomes[0].activities[n])
+    names = sorted({name for o in outcomes for name in o.activities}, key=lambda n: (-outcomes[0].activities[n], n))
     for name in names:
-        row(
-            f"  {name} (real seconds, summed)",
-            lambda o, n=name: f"{o.activities[n]:,} ({o.activity_ms[n] / 1000:,.0f})",
-        )
+        row(f"  {name} (real seconds, summed)", partial(_activity, name=name))
     row("orchestrator episodes", lambda o: f"{o.episodes:,}")
     row("real time of the runs", lambda o: f"{o.real_seconds:,.0f} s")
     row("real time to build the inputs, before the runs", lambda o: f"{o.inputs_seconds:,.0f} s")
@@ -442,6 +439,18 @@ def _ends(outcome: Outcome) -> list[float]:
     return [end for b in outcome.batches if (end := ended_at(b)) is not None]
 
 
+def _peak(outcome: Outcome, resource: str) -> str:
+    return _of_limit(max(level for _, level in held(outcome, resource)))
+
+
+def _mean(outcome: Outcome, resource: str) -> str:
+    return _of_limit(average_between(held(outcome, resource), 0, outcome.wall))
+
+
+def _activity(outcome: Outcome, name: str) -> str:
+    return f"{outcome.activities[name]:,} ({outcome.activity_ms[name] / 1000:,.0f})"
+
+
 def _m(tokens: float) -> str:
     return f"{tokens / 1e6:,.1f}M"
 
@@ -453,12 +462,14 @@ def _of_limit(tokens: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--per-input", type=int, default=100_000, help="requests per input (at most 100,000)")
+    parser.add_argument("--per-input", type=int, default=MAX_REQUESTS, help="requests per input (at most the default)")
     parser.add_argument("--time-scale", type=float, default=20.0, help="emulated seconds per real second")
     parser.add_argument("--layout", choices=list(LAYOUTS), action="append", help="only these layouts")
     parser.add_argument("--keep", action="store_true", help="keep the stacks' logs and outcomes.json")
     parser.add_argument("--report", type=Path, help="print the tables of a kept outcomes.json again, run nothing")
     options = parser.parse_args()
+    if not 0 < options.per_input <= MAX_REQUESTS:
+        parser.error(f"--per-input must be 1 to {MAX_REQUESTS:,}: one input holds at most one batch file's requests")
     if options.report:
         saved = json.loads(options.report.read_text())
         outcomes = [Outcome.from_json(o) for o in saved.pop("outcomes")]
