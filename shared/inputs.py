@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 MAX_REQUESTS = 100_000  # Azure's limit of requests in one batch input file
 MAX_FILE_BYTES = 200 * 1024 * 1024  # and of its size
+# The app's limits for one input: runs of a larger one are cut into shards within Azure's per-file limits. Its custom
+# ids are held while it is checked (unique across the input), about 100 MB at this many requests.
+MAX_INPUT_REQUESTS = 1_000_000
+MAX_INPUT_BYTES = 2 * 1024 * 1024 * 1024
 PROBLEMS_SHOWN = 20  # the first problems a refusal lists (with the total count)
 MAX_CUSTOM_ID = 512
 BLOB_HOST = re.compile(r"^[a-z0-9]{3,24}\.blob\.core\.windows\.net$")
@@ -102,14 +106,14 @@ class InputChecker:
             self.check.requests += 1
             self.check.bytes += len(encoded)
             self.check.estimated_tokens += request_tokens(line["body"])
-            if self.check.requests > MAX_REQUESTS or self.check.bytes > MAX_FILE_BYTES:
+            if self.check.requests > MAX_INPUT_REQUESTS or self.check.bytes > MAX_INPUT_BYTES:
                 if not self._over_limit:
                     self._over_limit = True
                     self._problem(
                         None,
-                        "requests" if self.check.requests > MAX_REQUESTS else "bytes",
-                        f"the input is over Azure's limits for one file: {MAX_REQUESTS:,} requests and "
-                        f"{MAX_FILE_BYTES:,} bytes",
+                        "requests" if self.check.requests > MAX_INPUT_REQUESTS else "bytes",
+                        f"the input is over the limits of one input: {MAX_INPUT_REQUESTS:,} requests and "
+                        f"{MAX_INPUT_BYTES:,} bytes",
                     )
             else:
                 yield encoded
@@ -194,8 +198,8 @@ def lines_from_json(
     items = request[form]
     if not isinstance(items, list) or not items:
         raise validation_problem([FieldError(form, "must be a non-empty list")])
-    if len(items) > MAX_REQUESTS:
-        raise validation_problem([FieldError(form, f"has more than {MAX_REQUESTS:,} items, Azure's limit")])
+    if len(items) > MAX_INPUT_REQUESTS:
+        raise validation_problem([FieldError(form, f"has more than {MAX_INPUT_REQUESTS:,} items, an input's limit")])
     if form == "requests":
         return (_encoded(_request_line(n, item, endpoint)) for n, item in enumerate(items, start=1)), None
     settings = _prompt_settings(request, defaults)
@@ -301,12 +305,12 @@ class InputRecord:
     job_id: str
     resource: str
     deployment: str
-    file_id: str
+    file_id: str | None  # None for an input larger than one file: its runs' shards upload their own parts
     requests: int
     bytes: int
     estimated_tokens: int
     staged_blob: str
-    status: str  # Azure's file status when last seen: processed, pending, error
+    status: str  # Azure's file status when last seen (processed, pending, error), or `staged` when not uploaded
     created_at: str
 
     def to_resource(self) -> dict[str, Any]:
@@ -329,7 +333,7 @@ class InputRecord:
             "JobId": self.job_id,
             "Resource": self.resource,
             "Deployment": self.deployment,
-            "FileId": self.file_id,
+            "FileId": self.file_id or "",
             "Requests": self.requests,
             "Bytes": self.bytes,
             "EstimatedTokens": self.estimated_tokens,
@@ -345,7 +349,7 @@ class InputRecord:
             job_id=entity["JobId"],
             resource=entity["Resource"],
             deployment=entity["Deployment"],
-            file_id=entity["FileId"],
+            file_id=entity["FileId"] or None,
             requests=int(entity["Requests"]),
             bytes=int(entity["Bytes"]),
             estimated_tokens=int(entity["EstimatedTokens"]),
@@ -411,8 +415,9 @@ def create_input(
     sleep: Callable[[float], None] = time.sleep,
 ) -> InputRecord:
     """Checks the lines while staging them in the app's Blob Storage; an invalid input is refused (a 400 naming the
-    first problems by line) with nothing uploaded. A valid one is uploaded to the job's resource from the staged
-    copy, both streamed, and waited on until Azure has processed it."""
+    first problems by line) with nothing uploaded. A valid one that fits one file is uploaded to the job's resource
+    from the staged copy, both streamed, and waited on until Azure has processed it; a larger one stays staged only
+    (`fileId` null), since only the shards of its runs fit Azure's files."""
     input_id = uuid.uuid4().hex
     checker = InputChecker(job.effective_attributes()["endpoint"], job.imported.deployment)
     blob = f"inputs/{input_id}.jsonl"
@@ -420,6 +425,30 @@ def create_input(
     if not checker.check.valid:
         staging.delete(blob)
         raise checker.check.refusal()
+    fits_one_file = checker.check.requests <= MAX_REQUESTS and size <= MAX_FILE_BYTES
+    uploaded = _uploaded(job, input_id, blob, size, staging, client, sleep) if fits_one_file else None
+    record = InputRecord(
+        id=input_id,
+        job_id=job.external_id,
+        resource=job.resource,
+        deployment=job.imported.deployment,
+        file_id=uploaded.id if uploaded else None,
+        requests=checker.check.requests,
+        bytes=size,
+        estimated_tokens=checker.check.estimated_tokens,
+        staged_blob=blob,
+        status=uploaded.status if uploaded else "staged",
+        created_at=iso(now),
+    )
+    records.add(record)
+    return record
+
+
+def _uploaded(
+    job: Job, input_id: str, blob: str, size: int, staging: Staging, client: AzureOpenAIClient, sleep: Any
+) -> File:
+    """The staged input uploaded to the job's resource and processed there; a 502 when Azure did not take it, a 400
+    when it could not process it."""
     try:
         uploaded = client.upload_file(f"input-{input_id}.jsonl", staging.chunks(blob), size)
         uploaded = _processed(client, uploaded, sleep)
@@ -439,21 +468,7 @@ def create_input(
             "Azure OpenAI rejected the input",
             f"Azure OpenAI could not process the uploaded file {uploaded.id}: {uploaded.status_details or 'no detail'}",
         )
-    record = InputRecord(
-        id=input_id,
-        job_id=job.external_id,
-        resource=job.resource,
-        deployment=job.imported.deployment,
-        file_id=uploaded.id,
-        requests=checker.check.requests,
-        bytes=size,
-        estimated_tokens=checker.check.estimated_tokens,
-        staged_blob=blob,
-        status=uploaded.status,
-        created_at=iso(now),
-    )
-    records.add(record)
-    return record
+    return uploaded
 
 
 def _processed(client: AzureOpenAIClient, uploaded: File, sleep: Callable[[float], None]) -> File:

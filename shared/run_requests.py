@@ -113,10 +113,8 @@ def _batch_run(
     if "inputId" in body and ("inputFileId" in overrides or "inputFileSecret" in overrides):
         raise validation_problem([FieldError("inputId", "give one of inputId, inputFileId or inputFileSecret")])
     built = _input_of(job, body.get("inputId"), inputs) if "inputId" in body else None
-    if built is not None:
-        overrides["inputFileId"] = built.file_id
-    attributes = _batch_attributes(job, overrides, input_given=blob is not None)
-    if blob is None and not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
+    attributes = _batch_attributes(job, overrides, input_given=blob is not None or built is not None)
+    if blob is None and built is None and not attributes.get("inputFileId") and not attributes.get("inputFileSecret"):
         raise Problem(
             400,
             "no-input-file",

@@ -165,13 +165,39 @@ def test_an_invalid_input_lists_its_problems_by_line_and_uploads_nothing(emulato
     assert list(services.staging().container.list_blobs(name_starts_with="inputs/")) == []
 
 
-def test_more_than_100000_requests_is_refused_naming_the_limit(emulator: RunningEmulator) -> None:
-    prompts = [{"user": "x"} for _ in range(100_001)]
+def test_an_input_larger_than_one_file_is_staged_not_uploaded(emulator: RunningEmulator) -> None:
+    built = created(post_input({"prompts": [{"user": "x"} for _ in range(100_001)]}))
 
-    problem = assert_problem(post_input({"prompts": prompts}), 400, "prompts")
+    assert (built["requests"], built["fileId"], built["status"]) == (100_001, None, "staged")
+    assert emulator.requests_log(service="openai", route="files.upload") == []  # its runs' shards upload their parts
+    read = call_http("get_input", "GET", f"inputs/{built['id']}", route_params={"inputId": built["id"]})
+    assert json_of(read) == built
 
-    assert "100,000" in json.dumps(problem)
+
+def test_an_input_over_the_apps_limits_is_refused_naming_the_limit(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.inputs
+
+    monkeypatch.setattr(shared.inputs, "MAX_INPUT_REQUESTS", 5)
+    listed = assert_problem(post_input({"prompts": [{"user": "x"} for _ in range(6)]}), 400, "prompts")
+    lines = b"\n".join(
+        json.dumps(
+            {
+                "custom_id": f"r{n}",
+                "method": "POST",
+                "url": "/chat/completions",
+                "body": {"messages": [{"role": "user", "content": "x"}]},
+            }
+        ).encode()
+        for n in range(6)
+    )
+    streamed = assert_problem(post_input(jsonl=lines), 400, "requests")
+
+    assert "5 items" in json.dumps(listed)
+    assert "5 requests" in json.dumps(streamed)
     assert emulator.requests_log(service="openai", route="files.upload") == []
+    assert list(services.staging().container.list_blobs(name_starts_with="inputs/")) == []
 
 
 @pytest.mark.parametrize(

@@ -184,3 +184,15 @@ def test_a_shards_input_is_uploaded_naming_the_deployment_that_runs_it(emulator:
     assert uploaded[0]["body"]["messages"][0]["content"] == "héllo"
     as_is = plane.request("GET", f"files/{same_id}/content").content  # already named: uploaded byte for byte
     assert as_is == b"".join(services.staging().chunks("inputs/u.jsonl"))
+
+
+def test_an_input_larger_than_one_file_is_cut_at_azures_request_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.shards
+
+    monkeypatch.setattr(shared.shards, "MAX_REQUESTS", 4)
+    stage("inputs/big.jsonl", [line(f"r{i}") for i in range(10)])
+
+    planned = plan_shards(RUN, "inputs/big.jsonl", None, services.staging())
+
+    assert [p["requests"] for p in planned] == [4, 4, 2]
+    assert [x["custom_id"] for p in planned for x in staged(p["staged_input"])] == [f"r{i}" for i in range(10)]
