@@ -53,7 +53,7 @@ class Backoff:
         return min(self.longest, self.first * self.factor ** max(0, tries - 1))
 
 
-QUOTA_BACKOFF = Backoff(60.0, 2.0, 30 * 60.0)  # while the deployment's enqueued-token quota is used up
+QUOTA_BACKOFF = Backoff(60.0, 2.0, 10 * 60.0)  # while the quota is used up: short, so freed quota is soon taken
 # Submits whose outcome stayed unknown (Azure unreachable, 5xx storms) are tried again: safe, because every attempt
 # first looks for a batch an earlier one created.
 SUBMIT_BACKOFF = Backoff(5.0, 2.0, 300.0)

@@ -663,6 +663,14 @@ def test_backoff_grows_geometrically_and_is_capped() -> None:
     assert [backoff.delay(n) for n in range(1, 7)] == [5.0, 10.0, 20.0, 40.0, 60.0, 60.0]
 
 
+def test_a_run_waiting_for_quota_looks_again_at_least_every_ten_minutes() -> None:
+    # bench/sets.py: with waits of up to 30 minutes, a resource's quota sat unused for a fifth of a job's time.
+    waits = [QUOTA_BACKOFF.delay(n) for n in range(1, 12)]
+
+    assert waits[:4] == [60.0, 120.0, 240.0, 480.0]
+    assert max(waits) == waits[-1] == 600.0
+
+
 # The sweep: every phase x every observation that can follow it ----------------------------------------------------
 
 BATCHES = [
