@@ -192,8 +192,18 @@ def merge_results(step: dict[str, Any]) -> dict[str, Any]:
 
 
 async def task_hub_instances(client: df.DurableOrchestrationClient, prefix: str | None = None) -> AsyncIterator[Any]:
-    """Every instance of the task hub (with `prefix`, those whose id starts so), through the Durable Functions HTTP
-    API's list and its continuation token (the Python client reads only one page)."""
+    """Every instance of the task hub (with `prefix`, those whose id starts so)."""
+    async for instances, _ in task_hub_pages(client, prefix=prefix):
+        for instance in instances:
+            yield instance
+
+
+async def task_hub_pages(
+    client: df.DurableOrchestrationClient, *, prefix: str | None = None, after: str | None = None
+) -> AsyncIterator[tuple[list[Any], str | None]]:
+    """The task hub's instances a page at a time, each with the continuation token of the pages after it (None
+    after the last), from `after` on: the Durable Functions HTTP API's list, whose continuation the Python client
+    does not follow (it reads one page)."""
     from urllib.parse import quote
 
     import aiohttp
@@ -203,14 +213,14 @@ async def task_hub_instances(client: df.DurableOrchestrationClient, prefix: str 
     list_url = f"{base.rsplit('/', 1)[0]}?{query}&top={TASK_HUB_PAGE}&showInput=true"
     if prefix:
         list_url += f"&instanceIdPrefix={quote(prefix, safe='')}"
-    token = None
+    token = after
     async with aiohttp.ClientSession() as session:
         while True:
             headers: dict[str, str] = {"x-ms-continuation-token": token} if token else {}
             async with session.get(list_url, headers=headers) as response:
                 response.raise_for_status()
-                for instance in await response.json():
-                    yield instance
-                token = response.headers.get("x-ms-continuation-token")
+                instances = await response.json()
+                token = response.headers.get("x-ms-continuation-token") or None
+            yield instances, token
             if not token:
                 return

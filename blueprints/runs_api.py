@@ -207,30 +207,75 @@ def list_runs(req: func.HttpRequest) -> func.HttpResponse:
 @bp.durable_client_input(client_name="client")
 @problems_as_responses
 async def rebuild_run_index(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Writes every run's row in the run index again from the task hub (the source of truth), a page of instances
-    at a time. Needs the host's master key."""
-    from blueprints.batch_sets import task_hub_instances
-    from shared import services
-    from shared.runs import RunId, run_resource
+    """Writes the run index's rows again from the task hub (the source of truth), a page of instances at a time,
+    for at most REBUILD_SECONDS a request: the reply's `nextLink` goes on where this one stopped. A row the
+    orchestration wrote since the task hub was read stays. Needs the host's master key."""
+    import time
+    from datetime import timedelta
 
+    import aiohttp
+
+    from blueprints.batch_sets import task_hub_pages
+    from shared import services
+    from shared.problems import FieldError, validation_problem
+    from shared.runs import RunId, parse_iso, run_resource
+
+    token = req.params.get("continuationToken")
+    try:
+        after = _task_hub_token(token) if token is not None else None
+    except ValueError:
+        raise validation_problem([FieldError("continuationToken", "is not a token this operation gave")]) from None
     index = services.run_index()
-    rebuilt = 0
-    async for instance in task_hub_instances(client):
-        try:
-            run_id = RunId.parse(str(instance.get("instanceId")))
-        except Problem:
-            continue  # not a run: another orchestration in the task hub
-        view = run_resource(
-            run_id,
-            str(instance.get("runtimeStatus")),
-            instance.get("customStatus"),
-            instance.get("output"),
-            instance.get("input"),
-        )
-        if view.get("requestedAt"):
-            index.replace(view)
-            rebuilt += 1
+    rebuilt, stop_at = 0, time.monotonic() + REBUILD_SECONDS
+    try:
+        async for instances, following in task_hub_pages(client, after=after):
+            for instance in instances:
+                try:
+                    run_id = RunId.parse(str(instance.get("instanceId")))
+                except Problem:
+                    continue  # not a run: another orchestration in the task hub
+                view = run_resource(
+                    run_id,
+                    str(instance.get("runtimeStatus")),
+                    instance.get("customStatus"),
+                    instance.get("output"),
+                    instance.get("input"),
+                )
+                if view.get("requestedAt"):  # the task hub's time is on whole seconds: the run as of that second's end
+                    index.record(view, at=parse_iso(str(instance["lastUpdatedTime"])) + timedelta(seconds=1))
+                    rebuilt += 1
+            if following and time.monotonic() >= stop_at:
+                link = next_link(req, continuationToken=_token_of(following))
+                return json_response({"rebuilt": rebuilt, "nextLink": link})
+    except aiohttp.ClientResponseError as exc:
+        if token is not None and exc.status < 500:
+            raise validation_problem([FieldError("continuationToken", "is not a token this operation gave")]) from None
+        raise
     return json_response({"rebuilt": rebuilt})
+
+
+REBUILD_SECONDS = 60.0  # a rebuild request's share of work: well within the 230 s an HTTP request may take on Azure
+
+
+def _token_of(task_hub_token: str) -> str:
+    """The task hub's continuation token as the client passes it back: base64url, nothing to escape or read."""
+    import base64
+
+    return base64.urlsafe_b64encode(task_hub_token.encode()).decode().rstrip("=")
+
+
+def _task_hub_token(token: str) -> str:
+    """The task hub's continuation token inside a token from _token_of; ValueError for anything else."""
+    import base64
+    import binascii
+
+    try:
+        decoded = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise ValueError("not base64url") from exc
+    if not decoded or not decoded.isprintable():
+        raise ValueError("not a task hub token")
+    return decoded
 
 
 @bp.route(route="runs/{runId}/cancel", methods=["POST"])

@@ -2,9 +2,10 @@
 the storage service instead of by reading the task hub.
 
 The orchestration stays the source of truth: a run's row is written when it starts and again whenever its status
-changes (each write idempotent, and a row never goes back to an older state), and `rebuild` writes every row again
-from the task hub. Rows are keyed by the time the run was requested, newest first: PartitionKey is the day counted
-back from the year 9999, RowKey the millisecond counted back the same way, then the run id.
+changes (each write idempotent, and a row never goes back to an older state), and a rebuild writes every row again
+from the task hub, as of each instance's last update (so a write the orchestration made since is kept). Rows are
+keyed by the time the run was requested, newest first: PartitionKey is the day counted back from the year 9999,
+RowKey the millisecond counted back the same way, then the run id.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class RunIndex:
                     return
                 except ResourceExistsError:
                     continue
-            if str(stored.get("IndexedAt") or "") > entity["IndexedAt"]:
+            if _indexed_at(stored) > at:
                 return
             try:
                 table.update_entity(
@@ -100,10 +101,6 @@ class RunIndex:
                 return
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
-
-    def replace(self, view: dict[str, Any]) -> None:
-        """The run as the task hub says it is now (rebuilding the index); later orchestration writes still win."""
-        self._ready().upsert_entity(_entity(view, indexed_at=""), mode=UpdateMode.REPLACE)
 
     def page(self, where: RunFilter, *, top: int = DEFAULT_PAGE_SIZE, after: TablePosition | None = None) -> RunPage:
         """One page of matching runs, newest first, from `after` on (the start when None)."""
@@ -122,6 +119,13 @@ class RunIndex:
             parameters["fromRow"] = f"{_row_prefix_of(where.requested_from)}|~"  # '~' sorts after any run id
         page = query_page(self._ready(), " and ".join(clauses), parameters, top=top, after=after, select=["View"])
         return RunPage([json.loads(e["View"]) for e in page.entities], page.continuation_token)
+
+
+def _indexed_at(stored: dict[str, Any]) -> datetime:
+    """When the row's state was written (as a time: the text drops the fraction of a whole second); the earliest
+    time for a row written at the run's start."""
+    stamp = str(stored.get("IndexedAt") or "")
+    return parse_iso(stamp) if stamp else datetime.min.replace(tzinfo=UTC)
 
 
 def _entity(view: dict[str, Any], *, indexed_at: str) -> dict[str, Any]:
