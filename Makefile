@@ -12,7 +12,7 @@ CHECKOV_VERSION := 3.3.30
 CHECKOV_VENV    := $(VENV)/checkov
 CHECKOV_STAMP   := $(CHECKOV_VENV)/.installed-$(CHECKOV_VERSION)
 
-.PHONY: install infra-tools lint typecheck infra-check test demo up emulators clean
+.PHONY: install infra-tools lint typecheck infra-check test soak demo up emulators clean
 
 install: $(PIP_STAMP) $(NODE_STAMP)
 
@@ -50,6 +50,11 @@ infra-check: $(PIP_STAMP) $(CHECKOV_STAMP)
 # One pytest run: the infra checks (tests/test_infra.py) find checkov through $$CHECKOV.
 test: install infra-tools lint typecheck
 	CHECKOV=$(CHECKOV_VENV)/bin/checkov $(PY) -m pytest
+
+# The crash and storm tests (marked `soak`) again and again: ROUNDS times each (make soak ROUNDS=50). Not in `make test`.
+ROUNDS ?= 20
+soak: install
+	SOAK_ROUNDS=$(ROUNDS) $(PY) -m pytest -m soak
 
 # The main job end to end on the local stack: import, upload, Key Vault reference, run with progress, cancel.
 demo: install

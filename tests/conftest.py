@@ -28,6 +28,14 @@ T = TypeVar("T")
 PATIENCE = 60.0
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`make soak`: each test marked `soak` runs SOAK_ROUNDS times (its kills and faults land anew each time)."""
+    rounds = int(os.environ.get("SOAK_ROUNDS") or 1)
+    if rounds > 1 and metafunc.definition.get_closest_marker("soak"):
+        metafunc.fixturenames.append("soak_round")
+        metafunc.parametrize("soak_round", range(1, rounds + 1), ids=lambda n: f"round{n}")
+
+
 def wait_for(
     condition: Callable[[], T], timeout: float = PATIENCE, interval: float = 0.05, what: str = "condition"
 ) -> T:

@@ -125,6 +125,7 @@ def test_exhausted_token_quota_shows_starting_then_succeeds_once_it_frees(app: A
     assert len(app.batches_of(second["id"])) == 1
 
 
+@pytest.mark.soak
 def test_429_and_5xx_storm_still_one_batch_per_run(app: App, emulator: RunningEmulator) -> None:
     emulator.add_fault(service="openai", route="batches.create", status=503, afterHandler=True, times=2)
     emulator.add_fault(service="openai", route="batches.list", status=429, retryAfter=0.2, times=3)

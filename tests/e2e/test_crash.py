@@ -6,6 +6,8 @@ import functools
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import RunningAzurite, RunningEmulator, wait_for
 from tests.devstack.conftest import batch_lines
 from tests.e2e.conftest import RESOURCE, App, start_host
@@ -64,6 +66,7 @@ def moved_on(
     return history_size(host) > at_start["history"]
 
 
+@pytest.mark.soak
 def test_runs_survive_repeated_kill_9_with_exactly_one_batch_each(
     tmp_path: Path, emulator: RunningEmulator, azurite: RunningAzurite
 ) -> None:

@@ -179,6 +179,7 @@ def batch_deployment(emulator: RunningEmulator, resource: str, name: str) -> Non
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.timeout(300)  # generous: each kill point waits for progress, which a busy machine slows down
 def test_batch_sets_survive_repeated_kill_9_at_fan_out_follow_ups_and_fan_in(
     tmp_path: Path, emulator: RunningEmulator, azurite: RunningAzurite

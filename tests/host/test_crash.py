@@ -50,6 +50,7 @@ KILL_POINTS = ("an activity started", "an episode committed", "an activity ended
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_kill_9_mid_orchestration_repeatedly_and_every_activity_completes_once(
     launcher: Callable[..., RunningHost], tmp_path: Path
 ) -> None:
