@@ -310,8 +310,9 @@ def test_dotnet_timestamps_with_seven_fractional_digits_parse() -> None:
 def test_the_stacks_user_storage_is_added_to_the_blob_endpoints_the_app_may_read(
     configured: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", "")  # so that monkeypatch restores it whatever wire_devstack does
     if configured is None:
-        monkeypatch.delenv("INPUT_BLOB_ENDPOINTS", raising=False)
+        monkeypatch.delenv("INPUT_BLOB_ENDPOINTS")
     else:
         monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", configured)
     endpoints = {"userStorage": {"blobEndpoint": "https://127.0.0.1:10003/devstoreaccount1"}}
@@ -324,7 +325,8 @@ def test_the_stacks_user_storage_is_added_to_the_blob_endpoints_the_app_may_read
 def test_without_a_user_storage_the_blob_endpoints_are_left_alone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("INPUT_BLOB_ENDPOINTS", raising=False)
+    monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", "")  # so that monkeypatch restores it whatever wire_devstack does
+    monkeypatch.delenv("INPUT_BLOB_ENDPOINTS")
 
     wire_devstack({}, tmp_path / "ca.pem")
 
