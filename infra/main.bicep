@@ -83,7 +83,7 @@ param deploymentSyncSchedule string = '0 */30 * * * *'
 @description('Blob container for staged inputs and results (STAGING_CONTAINER) in the host storage account.')
 param stagingContainer string = 'aoaibatch-staging'
 
-@description('Price table (PRICES), JSON: {"currency", "batchDiscount", "models": {name: {input, cachedInput, output}}} per million tokens; empty for no cost estimates.')
+@description('Price table (PRICES), JSON: {"currency", "batchDiscount", "models": {name: {input, cachedInput, output, batchDiscount?}}} per million tokens (a batchDiscount given for a model overrides the table one); empty for no cost estimates.')
 param prices string = ''
 
 @description('Turn on Key Vault purge protection. It cannot be turned off again and keeps a deleted vault\'s name reserved for 7 days, so `azd down --purge` followed by `azd up` needs a new environment name.')

@@ -171,9 +171,13 @@ class InputChecker:
 
 
 def lines_of(body: bytes) -> Iterator[bytes]:
-    """The lines of a JSONL body (without their line breaks)."""
-    for line in body.split(b"\n"):
-        yield line.rstrip(b"\r")
+    """The lines of a JSONL body (without their line breaks), found one at a time: a body of 100 MB is not held a
+    second time as a list of its lines."""
+    start = 0
+    while (end := body.find(b"\n", start)) >= 0:
+        yield body[start:end].rstrip(b"\r")
+        start = end + 1
+    yield body[start:].rstrip(b"\r")
 
 
 def lines_from_json(

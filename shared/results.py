@@ -158,8 +158,9 @@ def collect(run_id: str, contents: Iterable[Iterable[bytes]], staging: Staging) 
 
 
 def estimated_cost(usage: Usage, prices: Prices | None, model: str, version: str) -> dict[str, Any] | None:
-    """What the batch cost by the price table, per million tokens at the model's standard price less the batch
-    discount, cached prompt tokens at the cached price; None when the table has no price for the model."""
+    """What the batch cost by the price table, per million tokens at the model's standard price less its batch
+    discount (the model's own, else the table's), cached prompt tokens at the cached price; None when the table has no
+    price for the model."""
     price = prices.of(model, version) if prices else None
     if prices is None or price is None:
         return None
@@ -167,7 +168,7 @@ def estimated_cost(usage: Usage, prices: Prices | None, model: str, version: str
     standard = (
         uncached * price.input + usage.cached_tokens * price.cached_input + usage.completion_tokens * price.output
     ) / 1_000_000
-    return {"amount": round(standard * (1 - prices.batch_discount), 6), "currency": prices.currency}
+    return {"amount": round(standard * (1 - price.batch_discount), 6), "currency": prices.currency}
 
 
 # Pages of the staged copies -----------------------------------------------------------------------------------------

@@ -220,17 +220,19 @@ def _container(name: str) -> str:
 
 @dataclass(frozen=True)
 class ModelPrice:
-    """A model's standard (not batch) price, per million tokens."""
+    """A model's standard (not batch) price, per million tokens, and the share a batch takes off it."""
 
     input: float
     cached_input: float
     output: float
+    batch_discount: float
 
 
 @dataclass(frozen=True)
 class Prices:
     """The price table (PRICES): per model, what a million tokens cost, in one currency, and the batch discount
-    (Azure's Global Batch is billed at half the Global Standard price: a discount of 0.5)."""
+    (Azure's Global Batch is billed at half the Global Standard price: a discount of 0.5). `batch_discount` is the
+    table's, for the models that do not give their own."""
 
     currency: str
     batch_discount: float
@@ -246,20 +248,28 @@ def _prices(raw: str) -> Prices | None:
         return None
     problem = (
         'PRICES must be JSON: {"currency": "USD", "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, '
-        '"cachedInput": 1.25, "output": 10.0}}} (per million tokens)'
+        '"cachedInput": 1.25, "output": 10.0}}} (per million tokens; a batchDiscount from 0 to below 1, which a '
+        "model may give to override the table's)"
     )
     try:
         data = json.loads(raw)
         currency, discount, models = data["currency"], float(data.get("batchDiscount", 0)), data["models"]
-        if not isinstance(currency, str) or not isinstance(models, dict) or not 0 <= discount < 1:
+        if not isinstance(currency, str) or not isinstance(models, dict):
             raise SettingsError(problem)
         prices = {
-            str(name): ModelPrice(float(p["input"]), float(p.get("cachedInput", p["input"])), float(p["output"]))
+            str(name): ModelPrice(
+                float(p["input"]),
+                float(p.get("cachedInput", p["input"])),
+                float(p["output"]),
+                float(p.get("batchDiscount", discount)),
+            )
             for name, p in models.items()
         }
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SettingsError(problem) from exc
     if any(min(p.input, p.cached_input, p.output) < 0 for p in prices.values()):
+        raise SettingsError(problem)
+    if not all(0 <= d < 1 for d in (discount, *(p.batch_discount for p in prices.values()))):
         raise SettingsError(problem)
     return Prices(currency, discount, prices)
 

@@ -105,6 +105,77 @@ def test_the_documented_limits_and_patterns_are_the_codes() -> None:
     assert f"at most {MAX_USER_METADATA} pairs" in SPEC["paths"]["/jobs/{externalId}/runs"]["post"]["description"]
 
 
+def test_the_documented_input_limits_are_the_codes() -> None:
+    from blueprints.inputs_api import MAX_INPUT_BODY
+    from shared.inputs import (
+        MAX_FILE_BYTES,
+        MAX_INPUT_BYTES,
+        MAX_INPUT_REQUESTS,
+        MAX_REQUESTS,
+        PROBLEMS_SHOWN,
+        PROCESSING_WAIT_SECONDS,
+    )
+
+    operation = SPEC["paths"]["/jobs/{externalId}/inputs"]["post"]
+    forms = operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    described = " ".join(operation["description"].split())
+    per_file = " ".join(schema("Input")["properties"]["fileId"]["description"].split())
+
+    assert [form["properties"][form["required"][0]].get("maxItems") for form in forms] == [
+        MAX_INPUT_REQUESTS,
+        MAX_INPUT_REQUESTS,
+        None,  # blobUrl
+    ]
+    assert f"at most {MAX_INPUT_REQUESTS:,} requests and {MAX_INPUT_BYTES / 2**30:g} GiB an input" in described
+    assert f"({MAX_REQUESTS:,} requests, {MAX_FILE_BYTES / 2**20:g} MB)" in described
+    assert f"({MAX_REQUESTS:,} requests, {MAX_FILE_BYTES / 2**20:g} MB)" in per_file
+    assert f"at most {MAX_INPUT_BODY / 2**20:g} MB)" in described
+    assert f"for at most {PROCESSING_WAIT_SECONDS:g} s" in described
+    assert f"(at most {PROBLEMS_SHOWN})" in schema("Problem")["properties"]["problems"]["description"]
+
+
+@pytest.mark.parametrize("status", ["processed", "pending", "staged"])
+def test_an_inputs_reply_is_what_the_spec_documents_staged_or_uploaded(status: str) -> None:
+    from shared.inputs import InputRecord
+
+    staged = status == "staged"
+    record = InputRecord(
+        id="0" * 32,
+        job_id="gpt-4o-batch::batch",
+        resource="aoai-devstack-eastus",
+        deployment="gpt-4o-batch",
+        file_id=None if staged else "file-0123",
+        requests=100_001 if staged else 3,
+        bytes=12_345_678,
+        estimated_tokens=900_000,
+        staged_blob=f"inputs/{'0' * 32}.jsonl",
+        status=status,
+        created_at="2026-11-29T18:00:00Z",
+    )
+
+    for validator in (
+        reply_validator("/jobs/{externalId}/inputs", "post", "201"),
+        reply_validator("/inputs/{inputId}", "get"),
+    ):
+        assert [e.message for e in validator.iter_errors(record.to_resource())] == []
+    assert list(reply_validator("/inputs/{inputId}", "get").iter_errors(record.to_resource() | {"status": "error"}))
+
+
+def test_an_invalid_inputs_refusal_is_what_the_spec_documents() -> None:
+    from shared.inputs import InputChecker
+
+    checker = InputChecker("/chat/completions", "gpt-4o-batch")
+    list(checker.lines([b"{not json", b'{"custom_id": "a"}'] * 15))
+    refusal = checker.check.refusal().to_dict()
+    problem = schema_validator(
+        "/paths/~1jobs~1{externalId}~1inputs/post/responses/400/content/application~1problem+json/schema"
+    )
+
+    assert (refusal["problemCount"], len(refusal["problems"])) == (30, 20)
+    assert [e.message for e in problem.iter_errors(refusal)] == []
+    assert set(refusal) <= set(schema("Problem")["properties"])  # every member the refusal has is documented
+
+
 def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
     from shared.problems import Problem
     from shared.runs import RunId

@@ -137,3 +137,44 @@ def test_malformed_resources_setting_names_the_problem(value: str, message: str)
 def test_malformed_flag_is_refused() -> None:
     with pytest.raises(SettingsError, match="KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"):
         Settings.from_environment({"KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "maybe"})
+
+
+PRICES = {
+    "currency": "EUR",
+    "batchDiscount": 0.5,
+    "models": {
+        "gpt-4o": {"input": 2.0, "cachedInput": 1.0, "output": 8.0},
+        "gpt-4o-mini": {"input": 0.2, "output": 0.8, "batchDiscount": 0.25},
+    },
+}
+
+
+def test_a_model_may_have_its_own_batch_discount_and_the_others_take_the_tables() -> None:
+    prices = Settings.from_environment({"PRICES": json.dumps(PRICES)}).prices
+
+    assert prices is not None
+    assert prices.batch_discount == 0.5
+    assert prices.models["gpt-4o"].batch_discount == 0.5
+    assert prices.models["gpt-4o-mini"].batch_discount == 0.25
+    assert prices.models["gpt-4o-mini"].cached_input == 0.2  # the input price when none is given
+
+
+def test_the_cost_takes_the_models_batch_discount_or_else_the_tables() -> None:
+    from shared.results import Usage, estimated_cost
+
+    prices = Settings.from_environment({"PRICES": json.dumps(PRICES)}).prices
+    usage = Usage(prompt_tokens=3_000_000, completion_tokens=1_000_000, total_tokens=4_000_000, cached_tokens=1_000_000)
+
+    # 2 M uncached at 2.0, 1 M cached at 1.0, 1 M out at 8.0: 13.0 at the standard price, less the table's 0.5
+    assert estimated_cost(usage, prices, "gpt-4o", "2024-08-06") == {"amount": 6.5, "currency": "EUR"}
+    # 3 M in at 0.2 (cached at the input price), 1 M out at 0.8: 1.4, less the model's own 0.25
+    assert estimated_cost(usage, prices, "gpt-4o-mini", "2024-07-18") == {"amount": 1.05, "currency": "EUR"}
+    assert estimated_cost(usage, prices, "gpt-35-turbo", "0125") is None
+
+
+@pytest.mark.parametrize("discount", [1, -0.1, "half", None])
+def test_a_batch_discount_outside_0_to_1_is_refused_for_the_table_or_a_model(discount: object) -> None:
+    per_model = {**PRICES, "models": {"gpt-4o": {"input": 1, "output": 2, "batchDiscount": discount}}}
+    for table in ({**PRICES, "batchDiscount": discount}, per_model):
+        with pytest.raises(SettingsError, match="PRICES"):
+            Settings.from_environment({"PRICES": json.dumps(table)})

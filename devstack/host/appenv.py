@@ -125,13 +125,21 @@ def wire_devstack(endpoints: dict[str, Any], bundle_path: Path) -> list[str]:
     """Managed identity (IDENTITY_ENDPOINT/IDENTITY_HEADER) from this stack's identity emulator — always, as the
     platform sets them whatever the app's environment says (an inherited pair would point at another emulator whose
     tokens this stack refuses) — and REQUESTS_CA_BUNDLE/SSL_CERT_FILE pointing at a bundle of the CAs trusted so
-    far plus the local Key Vault's CA, so that unchanged Azure SDK code authenticates and trusts the local vault."""
+    far plus the local Key Vault's CA, so that unchanged Azure SDK code authenticates and trusts the local vault.
+    The stack's user-storage account (`devstack up`) is added to INPUT_BLOB_ENDPOINTS, so that `blobUrl` inputs and
+    blob runs may name it as they name `<account>.blob.core.windows.net` in Azure."""
     notes = []
     identity = endpoints.get("identity") or {}
     if identity.get("endpoint") and identity.get("header"):
         os.environ["IDENTITY_ENDPOINT"] = str(identity["endpoint"])
         os.environ["IDENTITY_HEADER"] = str(identity["header"])
         notes.append(f"managed identity: {identity['endpoint']}")
+    user_blobs = str((endpoints.get("userStorage") or {}).get("blobEndpoint") or "").rstrip("/")
+    if user_blobs:
+        allowed = [e.strip() for e in os.environ.get("INPUT_BLOB_ENDPOINTS", "").split(",") if e.strip()]
+        if user_blobs not in (e.rstrip("/") for e in allowed):
+            os.environ["INPUT_BLOB_ENDPOINTS"] = ",".join([*allowed, user_blobs])
+        notes.append(f"blob inputs may come from the user storage: {user_blobs}")
     ca = (endpoints.get("keyVault") or {}).get("caBundle")
     if ca and Path(ca).exists():
         parts = [_trusted_cas(), Path(ca).read_text()]

@@ -49,7 +49,7 @@ param taskHubName string
 @description('STAGING_CONTAINER: blob container of the host storage account for staged inputs and results.')
 param stagingContainer string = 'aoaibatch-staging'
 
-@description('PRICES: the price table, JSON (per model, per million tokens, and the batch discount); empty for none.')
+@description('PRICES: the price table, JSON (per model, per million tokens, and the batch discount, for the table or per model); empty for none.')
 param prices string = ''
 
 @allowed([

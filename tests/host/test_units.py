@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from devstack.host import ncrontab
+from devstack.host.appenv import wire_devstack
 from devstack.host.history import EventType, event, iso, parse_time, status_history
 from devstack.host.replay import ReplayError, RetryPolicy, ShimReplay
 from devstack.host.routing import RouteError, Router, RouteTemplate
@@ -290,3 +293,41 @@ def test_status_history_folds_scheduling_into_completion() -> None:
 def test_dotnet_timestamps_with_seven_fractional_digits_parse() -> None:
     assert parse_time("2025-03-03T10:00:00.1234567Z") == pytest.approx(T0 + 0.123456)
     assert parse_time("2025-03-03T10:00:00") == T0
+
+
+# appenv.wire_devstack ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("configured", "expected"),
+    [
+        (None, "https://127.0.0.1:10003/devstoreaccount1"),
+        ("", "https://127.0.0.1:10003/devstoreaccount1"),
+        ("https://mine.example", "https://mine.example,https://127.0.0.1:10003/devstoreaccount1"),
+        ("https://127.0.0.1:10003/devstoreaccount1/", "https://127.0.0.1:10003/devstoreaccount1/"),
+    ],
+)
+def test_the_stacks_user_storage_is_added_to_the_blob_endpoints_the_app_may_read(
+    configured: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", "")  # so that monkeypatch restores it whatever wire_devstack does
+    if configured is None:
+        monkeypatch.delenv("INPUT_BLOB_ENDPOINTS")
+    else:
+        monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", configured)
+    endpoints = {"userStorage": {"blobEndpoint": "https://127.0.0.1:10003/devstoreaccount1"}}
+
+    wire_devstack(endpoints, tmp_path / "ca.pem")
+
+    assert os.environ["INPUT_BLOB_ENDPOINTS"] == expected
+
+
+def test_without_a_user_storage_the_blob_endpoints_are_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPUT_BLOB_ENDPOINTS", "")  # so that monkeypatch restores it whatever wire_devstack does
+    monkeypatch.delenv("INPUT_BLOB_ENDPOINTS")
+
+    wire_devstack({}, tmp_path / "ca.pem")
+
+    assert "INPUT_BLOB_ENDPOINTS" not in os.environ
