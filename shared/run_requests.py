@@ -413,12 +413,12 @@ def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition
     400 naming every bad parameter."""
     errors: list[FieldError] = []
     job_id, status = params.get("jobId"), params.get("status")
-    if job_id and not DEPLOYMENT_NAME.match(deployment_of(job_id)):
+    if job_id and not DEPLOYMENT_NAME.fullmatch(deployment_of(job_id)):
         errors.append(FieldError("jobId", "is not a job id (a deployment name, with '::batch' for a Batch Job)"))
     if status and status not in {s.value for s in RunStatus}:
         errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in RunStatus)}"))
     resource = params.get("resource")
-    if resource and not RESOURCE_NAME.match(resource):
+    if resource and not RESOURCE_NAME.fullmatch(resource):
         errors.append(FieldError("resource", "is not a valid resource name (2-64 letters, digits and '-')"))
     times: dict[str, datetime | None] = {}
     for name in ("requestedFrom", "requestedTo"):

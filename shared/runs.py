@@ -38,6 +38,7 @@ class RunStatus(StrEnum):
 
 _ID_TOKEN = {JobType.BATCH: "batch", JobType.CHAT_COMPLETION: "chat"}
 _TOKEN_TYPE = {token: job_type for job_type, token in _ID_TOKEN.items()}
+# Checked with `fullmatch`: `$` alone also matches before a final newline, which would reach the task hub.
 _RUN_ID = re.compile(
     r"^(?P<deployment>[^:]+)::(?P<kind>batch|chat)::(?P<unique>[0-9a-f]{32})(::s(?P<shard>0|[1-9][0-9]{0,5}))?$"
 )
@@ -84,9 +85,9 @@ class RunId:
     @classmethod
     def parse(cls, text: str) -> RunId:
         """The run id in `text`, or a 400 naming `runId`: nothing outside the grammar reaches the task hub."""
-        match = _RUN_ID.match(text)
+        match = _RUN_ID.fullmatch(text)
         only_batches_have_shards = not match or match["shard"] is None or match["kind"] == "batch"
-        if not match or not DEPLOYMENT_NAME.match(match["deployment"]) or not only_batches_have_shards:
+        if not match or not DEPLOYMENT_NAME.fullmatch(match["deployment"]) or not only_batches_have_shards:
             raise Problem(
                 400,
                 "invalid-run-id",

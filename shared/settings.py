@@ -32,6 +32,7 @@ SETTING_NAMES = (
     STORAGE_CONNECTION,
 )
 DEFAULT_STAGING_CONTAINER = "aoaibatch-staging"
+# Checked with `fullmatch` (`$` alone also matches before a final newline), as every name pattern is.
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}[a-zA-Z0-9]$")
 
 
@@ -146,7 +147,7 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
         missing = [key for key in ("name", "endpoint", "subscriptionId", "resourceGroup") if not entry.get(key)]
         if missing:
             raise SettingsError(f"{where} is missing {', '.join(missing)}")
-        if not RESOURCE_NAME.match(str(entry["name"])):
+        if not RESOURCE_NAME.fullmatch(str(entry["name"])):
             raise SettingsError(f"{where}.name is not a valid Azure OpenAI resource name")
         api_version = _api_version(entry.get("apiVersion"), where)
         resources.append(
@@ -173,7 +174,7 @@ def _api_version(value: Any, where: str) -> str:
     """`v1` (the v1 API) or a dated api-version such as `2024-10-21`; the default when absent."""
     if value is None or value == "":
         return DEFAULT_API_VERSION
-    if not isinstance(value, str) or not API_VERSION.match(value):
+    if not isinstance(value, str) or not API_VERSION.fullmatch(value):
         raise SettingsError(f"{where}.apiVersion must be 'v1' or a dated api-version such as '{DEFAULT_API_VERSION}'")
     return value
 
@@ -213,7 +214,7 @@ CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 def _container(name: str) -> str:
-    if not CONTAINER_NAME.match(name):
+    if not CONTAINER_NAME.fullmatch(name):
         raise SettingsError("STAGING_CONTAINER must be a blob container name (3-63 lowercase letters, digits, '-')")
     return name
 

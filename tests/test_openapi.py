@@ -109,7 +109,7 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
     from shared.problems import Problem
     from shared.runs import RunId
 
-    pattern = re.compile(SPEC["components"]["parameters"]["RunId"]["schema"]["pattern"])
+    pattern = SPEC["components"]["parameters"]["RunId"]["schema"]["pattern"]
     candidates = [
         f"gpt-4o-batch::batch::{'a' * 32}",
         f"gpt-4o::chat::{'0' * 32}",
@@ -119,6 +119,13 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
         "x/../instances",
         f"{'d' * 64}::batch::{'f' * 32}",
         f"{'d' * 65}::batch::{'f' * 32}",
+        f"gpt-4o-batch::batch::{'a' * 32}::s0",
+        f"gpt-4o-batch::batch::{'a' * 32}::s01",
+        f"gpt-4o::chat::{'0' * 32}::s1",
+        f"gpt-4o::chat::{'0' * 32}\n",
+        f"gpt-4o\n::chat::{'0' * 32}",
+        f"\ngpt-4o::chat::{'0' * 32}",
+        f"gpt-4o-batch::batch::{'a' * 32}::s1\n",
     ]
     for text in candidates:
         try:
@@ -126,7 +133,20 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
             accepted = True
         except Problem:
             accepted = False
-        assert bool(pattern.match(text)) == accepted, text
+        assert matches_as_json_schema(pattern, text) == accepted, repr(text)
+
+
+def matches_as_json_schema(pattern: str, text: str) -> bool:
+    """Whether `text` matches `pattern` as JSON Schema says (ECMA-262, unanchored search), where `$` is the end of
+    the text only, never the place before a final newline as in Python."""
+    ecma = re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+    return re.search(ecma, text) is not None
+
+
+def test_json_schema_patterns_end_only_at_the_end_of_the_text() -> None:
+    assert matches_as_json_schema("^ab$", "ab")
+    assert not matches_as_json_schema("^ab$", "ab\n")
+    assert matches_as_json_schema(r"^a\$$", "a$")
 
 
 def schema_validator(pointer: str) -> Draft202012Validator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
@@ -211,9 +212,21 @@ def test_prompts_over_100_000_characters_are_400_naming_the_field(field: str) ->
 
 @pytest.mark.parametrize(
     "run_id",
-    ["x/../../instances?showInput=true", "gpt-4o::batch::abc", f"gpt-4o::batch::{'0' * 32}/cancel", "..", "%2F"],
+    [
+        "x/../../instances?showInput=true",
+        "gpt-4o::batch::abc",
+        f"gpt-4o::batch::{'0' * 32}/cancel",
+        "..",
+        "%2F",
+        f"gpt-4o::batch::{'0' * 32}\n",  # a pattern's `$` matches before a final newline
+        f"gpt-4o\n::batch::{'0' * 32}",
+        f"gpt-4o-batch::batch::{'0' * 32}::s1\n",
+    ],
 )
-@pytest.mark.parametrize(("name", "method", "suffix"), [("get_run", "GET", ""), ("cancel_run", "POST", "/cancel")])
+@pytest.mark.parametrize(
+    ("name", "method", "suffix"),
+    [("get_run", "GET", ""), ("cancel_run", "POST", "/cancel"), ("get_results", "GET", "/results")],
+)
 def test_a_run_id_outside_the_grammar_is_400_before_the_task_hub_is_asked(
     run_id: str, name: str, method: str, suffix: str
 ) -> None:
@@ -221,6 +234,44 @@ def test_a_run_id_outside_the_grammar_is_400_before_the_task_hub_is_asked(
     response = call_http(name, method, f"runs/{run_id}{suffix}", route_params={"runId": run_id})
 
     assert_problem(response, 400, "runId")
+
+
+NEWLINE_ID = f"gpt-4o-batch::batch::{'0' * 32}\n"
+
+
+@pytest.mark.parametrize(
+    ("response", "field"),
+    [
+        (lambda: start("gpt-4o\n", {"user_prompt": "hi"}), "externalId"),
+        (lambda: start("gpt-4o-batch\n::batch", {"inputFileId": "file-abc"}), "externalId"),
+        (lambda: start("gpt-4o-batch::batch", {"inputFileSecret": "batch-input\n"}), "inputFileSecret"),
+        (lambda: start("gpt-4o-batch::batch", {"inputFileId": "file-abc\n"}), "inputFileId"),
+        (lambda: start("gpt-4o-batch::batch", {"inputId": "0" * 32 + "\n"}), "inputId"),
+        (
+            lambda: call_http(
+                "start_run",
+                "POST",
+                "jobs/gpt-4o/runs",
+                body={"user_prompt": "hi"},
+                params={"resource": "aoai-devstack-eastus\n"},
+                route_params={"externalId": "gpt-4o"},
+            ),
+            "resource",
+        ),
+        (lambda: call_http("list_runs", "GET", "runs", params={"jobId": "gpt-4o\n"}), "jobId"),
+        (lambda: call_http("list_runs", "GET", "runs", params={"resource": "aoai-devstack-eastus\n"}), "resource"),
+        (lambda: call_http("list_runs", "GET", "runs", params={"parentRun": NEWLINE_ID}), "parentRun"),
+    ],
+    ids=["job", "batch-job", "secret", "file", "input", "resource", "listed-job", "listed-resource", "parent-run"],
+)
+def test_a_name_with_a_trailing_newline_is_400_before_anything_is_looked_up(
+    response: Callable[[], func.HttpResponse], field: str
+) -> None:
+    # A pattern's `$` also matches before a final newline: a name must match whole. The durable client binding
+    # points at a port nobody listens on, so a start that got past the checks would show as 500.
+    import_now()
+
+    assert_problem(response(), 400, field)
 
 
 def test_metadata_takes_fourteen_pairs_and_refuses_fifteen() -> None:

@@ -123,6 +123,8 @@ def test_identity_based_storage_connection() -> None:
         ),
         ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "v2"}]', "v1"),
         ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": 1}]', "dated"),
+        ('[{"name": "ab\\n", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]', "name"),
+        ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "v1\\n"}]', "v1"),
         (
             '[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "2024-10"}]',
             "apiVersion",
@@ -137,3 +139,8 @@ def test_malformed_resources_setting_names_the_problem(value: str, message: str)
 def test_malformed_flag_is_refused() -> None:
     with pytest.raises(SettingsError, match="KEY_VAULT_VERIFY_CHALLENGE_RESOURCE"):
         Settings.from_environment({"KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "maybe"})
+
+
+def test_a_staging_container_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(SettingsError, match="STAGING_CONTAINER"):
+        Settings.from_environment({"STAGING_CONTAINER": "aoaibatch-staging\n"})
