@@ -46,20 +46,26 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     assert documented == served_operations()
 
 
-def test_anonymous_routes_are_the_ones_without_security() -> None:
-    anonymous = set()
+def test_each_operation_documents_the_key_its_auth_level_asks_for() -> None:
+    schemes = SPEC["components"]["securitySchemes"]
+    asked = {
+        "anonymous": [],
+        "function": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
+        "admin": [{"adminKeyHeader": []}, {"adminKeyQuery": []}],
+    }
+    levels = set()
     for function in functions_by_name().values():
         for binding in function.get_bindings_dict()["bindings"]:
-            if binding["type"] == "httpTrigger" and str(binding["authLevel"].value) == "anonymous":
-                anonymous.add(f"/{binding['route']}")
-    documented_open = {
-        path
-        for path, item in SPEC["paths"].items()
-        for method, operation in item.items()
-        if isinstance(operation, dict) and operation.get("security") == []
-    }
+            if binding["type"] != "httpTrigger":
+                continue
+            level = str(binding["authLevel"].value)
+            levels.add(level)
+            for method in binding["methods"]:
+                operation = SPEC["paths"][f"/{binding['route']}"][str(method.value).lower()]
+                assert operation.get("security", SPEC["security"]) == asked[level], (binding["route"], method)
 
-    assert documented_open == anonymous
+    assert levels == set(asked)
+    assert all("master key" in schemes[name]["description"] for name in ("adminKeyHeader", "adminKeyQuery"))
 
 
 def test_every_protected_operation_documents_401() -> None:
@@ -159,6 +165,16 @@ def schema_validator(pointer: str) -> Draft202012Validator:
 
 def run_schema_validator() -> Draft202012Validator:
     return schema_validator("/components/schemas/Run")
+
+
+def problem_validator(path: str, method: str, status: str) -> Draft202012Validator:
+    """A validator for the problem+json an operation documents for `status` (its response inline or a $ref)."""
+    response = SPEC["paths"][path][method]["responses"][status]
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    pointer = (
+        response["$ref"].removeprefix("#") if "$ref" in response else f"/paths/{escaped}/{method}/responses/{status}"
+    )
+    return schema_validator(f"{pointer}/content/application~1problem+json/schema")
 
 
 def reply_validator(path: str, method: str, status: str = "200") -> Draft202012Validator:

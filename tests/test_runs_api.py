@@ -131,6 +131,45 @@ def test_chat_run_without_user_prompt_is_400() -> None:
     assert_problem(start("gpt-4o", {"user_prompt": "hi", "temperature": 1}), 400, "temperature")
 
 
+@pytest.mark.parametrize(
+    ("fault", "body", "status", "code"),
+    [
+        (
+            {"service": "keyvault", "route": "secrets.get*", "status": 403},
+            {"inputFileSecret": "batch-input"},
+            502,
+            "input-secret-unreadable",
+        ),
+        (
+            {"service": "keyvault", "route": "secrets.get*", "status": 503},
+            {"inputFileSecret": "batch-input"},
+            503,
+            "upstream-failed",
+        ),
+        (
+            {"service": "openai", "route": "files.get", "status": 403},
+            {"inputFileId": "file-abc"},
+            502,
+            "upstream-failed",
+        ),
+    ],
+    ids=["vault-refuses", "vault-unavailable", "openai-refuses"],
+)
+def test_a_failure_of_azure_while_the_input_is_checked_is_a_documented_502_or_503(
+    emulator: RunningEmulator, fault: dict[str, Any], body: dict[str, Any], status: int, code: str
+) -> None:
+    from tests.test_openapi import problem_validator
+
+    import_now()
+    emulator.add_fault(**fault)
+
+    response = start("gpt-4o-batch::batch", body)  # a start that got past the check would be a 500 (see `start`)
+
+    problem = assert_problem(response, status, *(["inputFileSecret"] if code.startswith("input-secret") else []))
+    assert problem["code"] == code
+    assert list(problem_validator("/jobs/{externalId}/runs", "post", str(status)).iter_errors(problem)) == []
+
+
 def test_chat_job_on_a_batch_only_deployment_is_409() -> None:
     import_now()
     body = assert_problem(start("gpt-4o-batch", {"user_prompt": "hi"}), 409)
