@@ -264,7 +264,7 @@ class BatchRun:
     attempt: int = 1  # the run's batch attempt: a batch failed for quota is followed by the next attempt
     quota_waits: int = 0
     submit_failures: int = 0  # in a row: a batch of this run may exist while this is above zero
-    resolve_failures: int = 0
+    resolve_failures: int = 0  # in a row: Key Vault reads of the input secret, or a shard's uploads of its input
     failed_checks: int = 0
     polls: int = 0
     cancel_requested: bool = False
@@ -665,6 +665,8 @@ def decide(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
         run, step = replace(run, resume=None), step_from_dict(put_off)
         if isinstance(seen, Indexed):
             run = replace(run, indexed_status=seen.status)
+        if run.cancel_requested and _creates(step):  # a cancel came meanwhile: at most a last look for a batch
+            run, step = _submit(run, now)
     else:
         run, step = _next(replace(run, next_check_at=None), seen, now)
     if isinstance(step, Finish) and run.uploaded and not run.uploads_deleted and not _batch_may_run(run):
@@ -691,6 +693,11 @@ def over_budget(episode_events: int, step: Step) -> bool:
     return episode_events + _cost(step) + room_kept > MAX_EPISODE_EVENTS
 
 
+def _creates(step: Step) -> bool:
+    """Whether `step` creates something in Azure: a batch, or a shard's upload of its input."""
+    return isinstance(step, UploadInput) or (isinstance(step, Submit) and not step.lookup_only)
+
+
 def _events_of(seen: Seen) -> int:
     """History events that the observation itself added beyond its step's cost: a cancel that won a wait."""
     return 3 if isinstance(seen, CancelArrived) else 0
@@ -714,7 +721,8 @@ def _next(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
             return _submit(replace(run, secret_version=version, phase=Phase.SUBMITTING, resolve_failures=0), now)
         case InputUploaded(resource=resource, file_id=file_id):
             uploaded = {**run.uploaded, resource: file_id}
-            run = replace(run, uploaded=uploaded, input_file_id=file_id if resource == run.resource else None)
+            input_file_id = file_id if resource == run.resource else None
+            run = replace(run, uploaded=uploaded, input_file_id=input_file_id, resolve_failures=0)
             return _submit(run, now)
         case SubmitAnswered():
             return _submitted(replace(run, submit_failures=0), seen, now)
