@@ -5,6 +5,7 @@ Every refusal is a Problem raised before any orchestration starts, so a refused 
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,8 @@ BLOB_FIELDS = ("inputBlob", "outputFolder")  # a batch with blob storage: Azure 
 # The run's status carries both URLs and the result blobs' (the folder's, longer): within Durable's 16 KB, whatever
 # else it says.
 MAX_BLOB_URL = 512
+# The characters RFC 3986 lets a URL hold; any other (a space, a quote, non-ASCII) is percent-encoded.
+URL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
 CHAT_FIELDS = ("user_prompt", "system_prompt")
 AZURE_METADATA_PAIRS = 16  # Azure's limit on a batch's metadata
 MAX_USER_METADATA = AZURE_METADATA_PAIRS - len(RESERVED_METADATA)  # the others tie the batch to its run
@@ -302,8 +305,10 @@ def _blob_locations(
 
 
 def _blob_url_error(value: Any, name: str, blob_endpoints: tuple[str, ...], *, folder: bool) -> FieldError | None:
-    if isinstance(value, str) and (len(value) > MAX_BLOB_URL or not all(" " < char <= "~" for char in value)):
-        return FieldError(name, f"must be at most {MAX_BLOB_URL} characters, spaces and non-ASCII ones percent-encoded")
+    if isinstance(value, str) and (len(value) > MAX_BLOB_URL or not set(value) <= URL_CHARACTERS):
+        return FieldError(
+            name, f"must be a URL of at most {MAX_BLOB_URL} characters, spaces, quotes and non-ASCII percent-encoded"
+        )
     return storage_url_error(value, name, blob_endpoints, folder=folder)
 
 

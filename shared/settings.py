@@ -242,17 +242,21 @@ class Prices:
         return self.models.get(f"{model}@{version}") or self.models.get(model)
 
 
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")  # ISO 4217, such as USD or EUR
+
+
 def _prices(raw: str) -> Prices | None:
     if not raw.strip():
         return None
     problem = (
-        'PRICES must be JSON: {"currency": "USD", "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, '
+        'PRICES must be JSON: {"currency": "USD" (ISO 4217), "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, '
         '"cachedInput": 1.25, "output": 10.0}}} (per million tokens)'
     )
     try:
         data = json.loads(raw)
         currency, discount, models = data["currency"], float(data.get("batchDiscount", 0)), data["models"]
-        if not isinstance(currency, str) or not isinstance(models, dict) or not 0 <= discount < 1:
+        is_code = isinstance(currency, str) and CURRENCY_CODE.fullmatch(currency) is not None
+        if not is_code or not isinstance(models, dict) or not 0 <= discount < 1:
             raise SettingsError(problem)
         prices = {
             str(name): ModelPrice(float(p["input"]), float(p.get("cachedInput", p["input"])), float(p["output"]))

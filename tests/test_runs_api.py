@@ -409,6 +409,8 @@ BOTH = {"inputBlob": INPUT_BLOB, "outputFolder": OUTPUT_FOLDER}
         (BOTH | {"inputBlob": "https://evil.example.com/batch-input/x.jsonl"}, "inputBlob"),
         (BOTH | {"inputBlob": f"{LOCAL_BLOBS}/batch-input"}, "inputBlob"),
         (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/my file.jsonl"}, "inputBlob"),
+        (BOTH | {"inputBlob": 'https://staoai.blob.core.windows.net/batch-input/my"file".jsonl'}, "inputBlob"),
+        (BOTH | {"outputFolder": "https://staoai.blob.core.windows.net/batch-output/a\\b"}, "outputFolder"),
         (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/" + "x" * 500}, "inputBlob"),
         (BOTH | {"inputBlob": 42}, "inputBlob"),
         (BOTH | {"outputFolder": "https://staoai.blob.core.windows.net"}, "outputFolder"),

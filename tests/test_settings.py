@@ -144,3 +144,14 @@ def test_malformed_flag_is_refused() -> None:
 def test_a_staging_container_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(SettingsError, match="STAGING_CONTAINER"):
         Settings.from_environment({"STAGING_CONTAINER": "aoaibatch-staging\n"})
+
+
+@pytest.mark.parametrize("currency", ["dollars", "usd", "", 5, "US$"])
+def test_a_price_table_names_its_currency_by_its_iso_code(currency: object) -> None:
+    table = {"currency": currency, "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, "output": 10.0}}}
+
+    with pytest.raises(SettingsError, match="ISO 4217"):
+        Settings.from_environment({"PRICES": json.dumps(table)})
+    prices = Settings.from_environment({"PRICES": json.dumps(table | {"currency": "EUR"})}).prices
+    assert prices is not None
+    assert prices.currency == "EUR"
