@@ -48,7 +48,7 @@ def batch_set(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
     while True:
         run, step = decide_set(run, seen, context.current_utc_datetime)
         if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
-            context.set_custom_status(run.resource_view())
+            context.set_custom_status(run.custom_status())
         if isinstance(step, Finish):
             return run.resource_view(with_shards=True)
         if isinstance(step, ContinueAsNew):

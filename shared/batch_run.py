@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.polling import Observation as PollObservation
 from shared.polling import poll_delay
-from shared.runs import Failure, RunStatus, iso, iso_of_unix, parse_iso
+from shared.runs import FROM_INPUT, Failure, RunStatus, iso, iso_of_unix, parse_iso
 
 GRACE = timedelta(hours=1)  # past the completion window, before the run gives up on the batch
 WINDOW_SECONDS = {"24h": 24 * 3600}
@@ -357,6 +357,19 @@ class BatchRun:
             "parentRun": self.parent_id,
             "inputFileId": self.input_file_id if self.staged_input else None,
         }
+
+    def custom_status(self) -> dict[str, Any]:
+        """The run resource as the orchestration's custom status (what the portal shows): without what the
+        orchestration's input holds (`FROM_INPUT`), so it fits Durable's 16 KB whatever the run says."""
+        return {name: value for name, value in self.resource_view().items() if name not in FROM_INPUT}
+
+    def view_with_status(self, custom_status: dict[str, Any]) -> dict[str, Any]:
+        """The run resource from the custom status the run published, this being the orchestration's input: what
+        never changes from here, the monitor link of the place the run is at (a shard moves) from its places."""
+        view = self.resource_view() | custom_status
+        links = {place["resource"]: place.get("monitorUrl", self.monitor_url) for place in self.places}
+        view["monitorUrl"] = links.get(view["resource"], self.monitor_url)
+        return view
 
 
 def deadline_for(start: datetime, completion_window: str) -> datetime:

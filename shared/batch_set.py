@@ -46,7 +46,7 @@ from shared.batch_run import (
     step_from_dict,
     step_to_dict,
 )
-from shared.runs import Failure, RunStatus, iso
+from shared.runs import FROM_INPUT, Failure, RunStatus, iso
 
 WATCH_BACKOFF = Backoff(30.0, 1.5, 15 * 60.0)  # between looks at the shards: soon at first, then with their pace
 MAX_STARTS_PER_STEP = 50  # shards started by one activity: keeps each step's input small
@@ -215,6 +215,14 @@ class BatchSet:
             "shardCount": len(self.shards),
             "round": self.round,
         }
+
+    def custom_status(self) -> dict[str, Any]:
+        """The run resource as the orchestration's custom status: without what the orchestration's input holds."""
+        return {name: value for name, value in self.resource_view().items() if name not in FROM_INPUT}
+
+    def view_with_status(self, custom_status: dict[str, Any]) -> dict[str, Any]:
+        """The run resource from the custom status the set published, this being the orchestration's input."""
+        return self.resource_view() | custom_status
 
     def child(self, shard: Shard, order: list[dict[str, Any]]) -> dict[str, Any]:
         """The batch run of a shard, as its orchestration's input: it runs at the first place of `order` and may

@@ -211,33 +211,48 @@ def iso_of_unix(unix_seconds: int | float | None) -> str | None:
     return iso(datetime.fromtimestamp(float(unix_seconds), UTC))
 
 
+# What a batch run's resource says that its orchestration's input says too: what never changes over the run, and the
+# monitor link (of the place the run is at, which the input lists). Its custom status leaves these out, so that it
+# stays well within Durable's 16 KB whatever the run's failure and outputs say; `run_resource` adds them back.
+FROM_INPUT = frozenset(
+    {"id", "jobId", "jobType", "requestedAt", "inputId", "inputBlob", "outputFolder", "estimatedTokens", "parentRun"}
+    | {"monitorUrl"}
+)
+
+
 def run_resource(
     run_id: RunId, runtime_status: str, custom_status: Any, output: Any, started_with: Any
 ) -> dict[str, Any]:
     """The run resource from its orchestration's status: the output once it completed, else the custom status it
-    last published, else the run as it was started. An orchestration that failed or was terminated is reported
-    as such, without its internals."""
+    last published with what its input holds, else the run as it was started. An orchestration that failed or was
+    terminated is reported as such, without its internals."""
     from shared.batch_run import BatchRun
+    from shared.batch_set import BatchSet
     from shared.chat import ChatRun
 
-    view = output if runtime_status == "Completed" and isinstance(output, dict) else custom_status
-    if not isinstance(view, dict):
-        started = started_with
-        if isinstance(started, str):
-            try:
-                started = json.loads(started)
-            except ValueError:
-                started = None
-        if isinstance(started, dict) and run_id.job_type is JobType.BATCH and "max_request_retries" in started:
-            from shared.batch_set import BatchSet
-
-            view = BatchSet.from_dict(started).resource_view()
-        elif isinstance(started, dict) and run_id.job_type is JobType.BATCH:
-            view = BatchRun.from_dict(started).resource_view()
-        elif isinstance(started, dict):
-            view = ChatRun.from_dict(started).resource_view(RunStatus.STARTING)
-        else:
-            view = {"id": str(run_id), "runId": None, "status": RunStatus.STARTING.value}
+    started = started_with
+    if isinstance(started, str):
+        try:
+            started = json.loads(started)
+        except ValueError:
+            started = None
+    run: BatchRun | BatchSet | ChatRun | None = None
+    if isinstance(started, dict) and run_id.job_type is JobType.BATCH and "max_request_retries" in started:
+        run = BatchSet.from_dict(started)
+    elif isinstance(started, dict) and run_id.job_type is JobType.BATCH:
+        run = BatchRun.from_dict(started)
+    elif isinstance(started, dict):
+        run = ChatRun.from_dict(started)
+    if runtime_status == "Completed" and isinstance(output, dict):
+        view = output
+    elif isinstance(custom_status, dict):
+        view = run.view_with_status(custom_status) if isinstance(run, BatchRun | BatchSet) else custom_status
+    elif isinstance(run, ChatRun):
+        view = run.resource_view(RunStatus.STARTING)
+    elif run is not None:
+        view = run.resource_view()
+    else:
+        view = {"id": str(run_id), "runId": None, "status": RunStatus.STARTING.value}
     view = dict(view)
     if runtime_status == "Failed":
         view["status"] = RunStatus.FAILED.value
