@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.batch_run import RESERVED_METADATA, BatchRun
-from shared.batch_set import BatchSet
+from shared.batch_run import RESERVED_METADATA, BatchRun, Phase
+from shared.batch_set import BatchSet, SetPhase
 from shared.chat import ChatRun
 from shared.http import AzureError
 from shared.inputs import InputRecord, InputRecords, check_input_id, storage_url_error
@@ -499,7 +499,8 @@ def results_query(run_id: RunId, view: dict[str, Any], params: Mapping[str, str]
     if errors:
         raise validation_problem(errors, "Invalid query parameters.")
     assert top is not None
-    if view.get("status") not in ("Success", "Failed", "Cancelled") or view.get("phase") == "collecting":
+    ended = RunStatus(view.get("status", RunStatus.STARTING)).is_terminal
+    if not ended or view.get("phase") in (Phase.COLLECTING, SetPhase.COLLECTING):
         raise Problem(
             409,
             "results-not-ready",

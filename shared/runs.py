@@ -42,6 +42,7 @@ _TOKEN_TYPE = {token: job_type for job_type, token in _ID_TOKEN.items()}
 _RUN_ID = re.compile(
     r"^(?P<deployment>[^:]+)::(?P<kind>batch|chat)::(?P<unique>[0-9a-f]{32})(::s(?P<shard>0|[1-9][0-9]{0,5}))?$"
 )
+_SHARD = "::s"
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -56,12 +57,17 @@ class RunId:
     shard: int | None = None
 
     def __str__(self) -> str:
-        shard = f"::s{self.shard}" if self.shard is not None else ""
+        shard = f"{_SHARD}{self.shard}" if self.shard is not None else ""
         return f"{self.deployment}::{_ID_TOKEN[self.job_type]}::{self.unique}{shard}"
 
     def shard_of(self, index: int) -> RunId:
         """The id of this run's shard `index`."""
         return RunId(self.deployment, self.job_type, self.unique, index)
+
+    @property
+    def shards_prefix(self) -> str:
+        """The id prefix all of this run's shards share (the task hub lists them by prefix)."""
+        return f"{self}{_SHARD}"
 
     @property
     def parent(self) -> RunId | None:

@@ -186,7 +186,7 @@ def test_run_replies_are_exactly_what_the_spec_documents() -> None:
     from shared.batch_run import BatchSnapshot, Phase
     from shared.chat import ChatRun
     from shared.runs import Failure, RunId, RunStatus, run_resource
-    from tests.test_runs import largest_batch_run
+    from tests.test_runs import largest_batch_run, largest_batch_set
 
     batch_run = largest_batch_run()
     links = {"statusUrl": "https://x/api/runs/r", "cancelUrl": "https://x/api/runs/r/cancel", "cancelRequested": True}
@@ -200,6 +200,7 @@ def test_run_replies_are_exactly_what_the_spec_documents() -> None:
         chat.resource_view(RunStatus.SUCCESS, outputs=outputs, started_at="2026-11-29T18:00:00Z"),
         chat.resource_view(RunStatus.FAILED, failure=Failure.of("content_filter", "Filtered.")),
         run_resource(RunId.parse(chat.run_id), "Failed", None, "Traceback", None),
+        largest_batch_set().resource_view(with_shards=True),
     ]
     validator = run_schema_validator()
 

@@ -325,3 +325,13 @@ def test_a_run_not_yet_started_reads_as_it_was_started() -> None:
     assert pending == run.resource_view() | {"orchestrationStatus": "Pending"}
     assert unknown == {"id": run.run_id, "runId": None, "status": "Starting", "orchestrationStatus": "Pending"}
     assert ORCHESTRATION_FAILED.message.endswith("in the app's logs.")
+
+
+def test_a_runs_shards_are_named_after_it_and_listed_by_one_prefix() -> None:
+    parent = RunId.parse(f"gpt-4o-batch::batch::{HEX}")
+    shard = parent.shard_of(12)
+
+    assert str(shard) == f"gpt-4o-batch::batch::{HEX}::s12"
+    assert (RunId.parse(str(shard)), shard.parent) == (shard, parent)
+    assert str(shard).startswith(parent.shards_prefix)
+    assert not str(parent).startswith(parent.shards_prefix)

@@ -436,3 +436,21 @@ def test_a_resource_without_batch_blob_storage_refuses_a_blob_run_naming_input_b
     )
 
     assert '"batchBlobStorage": true' in problem["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [("Running", "polling"), ("Starting", "quota"), ("Running", "collecting"), ("Success", "collecting")],
+)
+def test_results_are_not_ready_until_the_run_ended_and_they_were_read(status: str, phase: str) -> None:
+    from shared.run_requests import results_query
+    from shared.runs import RunId
+
+    run_id = RunId.parse(f"gpt-4o-batch::batch::{'0' * 32}")
+    view = {"status": status, "phase": phase, "runId": "batch_1"}
+
+    with pytest.raises(Problem) as refused:
+        results_query(run_id, view, {})
+
+    assert (refused.value.status, refused.value.code) == (409, "results-not-ready")
+    assert results_query(run_id, view | {"status": "Success", "phase": "done"}, {}).kind == "all"
