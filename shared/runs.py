@@ -202,9 +202,9 @@ TERMINATED = Failure.of("terminated", "The run's orchestration was terminated by
 # The run resource -----------------------------------------------------------------------------------------------
 
 
-def iso(moment: datetime) -> str:
-    """A UTC time as the API writes it: ISO 8601 with a `Z`."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def iso(moment: datetime, timespec: str = "auto") -> str:
+    """A UTC time as the API writes it: ISO 8601 with a `Z` (`timespec` as `datetime.isoformat` takes it)."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_iso(stamp: str) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -449,3 +450,13 @@ def test_a_name_with_a_trailing_newline_is_400_naming_it(response: Callable[[], 
     import_now()
 
     assert_problem(response(), 400, field)
+
+
+def test_the_catalogues_times_are_whole_seconds_so_they_compare_as_text() -> None:
+    import_now()
+    patch_job("gpt-4o", {"attributes": {"maxTokens": 5}})
+
+    job = json_of(get_job("gpt-4o"))
+
+    for stamp in (job["importedAt"], job["updatedAt"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp
