@@ -53,7 +53,7 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
     while True:
         run, step = decide(run, seen, context.current_utc_datetime)
         if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
-            context.set_custom_status(run.resource_view())
+            context.set_custom_status(run.custom_status())
         if isinstance(step, Finish):
             return run.resource_view()
         if isinstance(step, ContinueAsNew):

@@ -48,7 +48,7 @@ def batch_set(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
     while True:
         run, step = decide_set(run, seen, context.current_utc_datetime)
         if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
-            context.set_custom_status(run.resource_view())
+            context.set_custom_status(run.custom_status())
         if isinstance(step, Finish):
             return run.resource_view(with_shards=True)
         if isinstance(step, ContinueAsNew):
@@ -124,7 +124,7 @@ async def watch_shards(step: dict[str, Any], client: df.DurableOrchestrationClie
     request: WatchShards = WatchShards.from_dict(step)
     wanted = set(request.indexes)
     views: dict[int, dict[str, Any]] = {}
-    async for instance in task_hub_instances(client, prefix=f"{request.run_id}::s"):
+    async for instance in task_hub_instances(client, prefix=RunId.parse(request.run_id).shards_prefix):
         run_id = RunId.parse(str(instance.get("instanceId")))
         if run_id.shard in wanted:
             views[run_id.shard] = run_resource(
@@ -147,12 +147,13 @@ async def cancel_shards(step: dict[str, Any], client: df.DurableOrchestrationCli
     from shared import services
     from shared.batch_run import seen_to_dict
     from shared.batch_set import CancelShards, ShardsCancelled
-    from shared.runs import iso
+    from shared.runs import RunId, iso
 
     request: CancelShards = CancelShards.from_dict(step)
     catalog = services.catalog()
+    run_id = RunId.parse(request.run_id)
     for index in request.indexes:
-        shard_id = f"{request.run_id}::s{index}"
+        shard_id = str(run_id.shard_of(index))
         if catalog.request_cancel(shard_id, datetime.now(UTC)):
             try:
                 await client.raise_event(shard_id, CANCEL_EVENT, {"requestedAt": iso(datetime.now(UTC))})

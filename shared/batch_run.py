@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.polling import Observation as PollObservation
 from shared.polling import poll_delay
-from shared.runs import Failure, RunStatus, iso, iso_of_unix, parse_iso
+from shared.runs import FROM_INPUT, Failure, RunStatus, iso, iso_of_unix, parse_iso
 
 GRACE = timedelta(hours=1)  # past the completion window, before the run gives up on the batch
 WINDOW_SECONDS = {"24h": 24 * 3600}
@@ -264,7 +264,7 @@ class BatchRun:
     attempt: int = 1  # the run's batch attempt: a batch failed for quota is followed by the next attempt
     quota_waits: int = 0
     submit_failures: int = 0  # in a row: a batch of this run may exist while this is above zero
-    resolve_failures: int = 0
+    resolve_failures: int = 0  # in a row: Key Vault reads of the input secret, or a shard's uploads of its input
     failed_checks: int = 0
     polls: int = 0
     cancel_requested: bool = False
@@ -357,6 +357,19 @@ class BatchRun:
             "parentRun": self.parent_id,
             "inputFileId": self.input_file_id if self.staged_input else None,
         }
+
+    def custom_status(self) -> dict[str, Any]:
+        """The run resource as the orchestration's custom status (what the portal shows): without what the
+        orchestration's input holds (`FROM_INPUT`), so it fits Durable's 16 KB whatever the run says."""
+        return {name: value for name, value in self.resource_view().items() if name not in FROM_INPUT}
+
+    def view_with_status(self, custom_status: dict[str, Any]) -> dict[str, Any]:
+        """The run resource from the custom status the run published, this being the orchestration's input: what
+        never changes from here, the monitor link of the place the run is at (a shard moves) from its places."""
+        view = self.resource_view() | custom_status
+        links = {place["resource"]: place.get("monitorUrl", self.monitor_url) for place in self.places}
+        view["monitorUrl"] = links.get(view["resource"], self.monitor_url)
+        return view
 
 
 def deadline_for(start: datetime, completion_window: str) -> datetime:
@@ -665,6 +678,8 @@ def decide(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
         run, step = replace(run, resume=None), step_from_dict(put_off)
         if isinstance(seen, Indexed):
             run = replace(run, indexed_status=seen.status)
+        if run.cancel_requested and _creates(step):  # a cancel came meanwhile: at most a last look for a batch
+            run, step = _submit(run, now)
     else:
         run, step = _next(replace(run, next_check_at=None), seen, now)
     if isinstance(step, Finish) and run.uploaded and not run.uploads_deleted and not _batch_may_run(run):
@@ -691,6 +706,11 @@ def over_budget(episode_events: int, step: Step) -> bool:
     return episode_events + _cost(step) + room_kept > MAX_EPISODE_EVENTS
 
 
+def _creates(step: Step) -> bool:
+    """Whether `step` creates something in Azure: a batch, or a shard's upload of its input."""
+    return isinstance(step, UploadInput) or (isinstance(step, Submit) and not step.lookup_only)
+
+
 def _events_of(seen: Seen) -> int:
     """History events that the observation itself added beyond its step's cost: a cancel that won a wait."""
     return 3 if isinstance(seen, CancelArrived) else 0
@@ -714,7 +734,8 @@ def _next(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
             return _submit(replace(run, secret_version=version, phase=Phase.SUBMITTING, resolve_failures=0), now)
         case InputUploaded(resource=resource, file_id=file_id):
             uploaded = {**run.uploaded, resource: file_id}
-            run = replace(run, uploaded=uploaded, input_file_id=file_id if resource == run.resource else None)
+            input_file_id = file_id if resource == run.resource else None
+            run = replace(run, uploaded=uploaded, input_file_id=input_file_id, resolve_failures=0)
             return _submit(run, now)
         case SubmitAnswered():
             return _submitted(replace(run, submit_failures=0), seen, now)

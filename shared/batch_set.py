@@ -37,6 +37,7 @@ from shared.batch_run import (
     Finish,
     Indexed,
     IndexRun,
+    Phase,
     ResultsCollected,
     Seen,
     Step,
@@ -46,7 +47,7 @@ from shared.batch_run import (
     step_from_dict,
     step_to_dict,
 )
-from shared.runs import Failure, RunStatus, iso
+from shared.runs import FROM_INPUT, Failure, RunId, RunStatus, iso
 
 WATCH_BACKOFF = Backoff(30.0, 1.5, 15 * 60.0)  # between looks at the shards: soon at first, then with their pace
 MAX_STARTS_PER_STEP = 50  # shards started by one activity: keeps each step's input small
@@ -92,12 +93,13 @@ class Shard:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    def summary(self, run_id: str) -> dict[str, Any]:
-        """The shard as the run resource lists it."""
+    def summary(self, run_id: RunId) -> dict[str, Any]:
+        """The shard as the run resource lists it (a shard not started yet is Starting, like a run Azure has not
+        accepted yet)."""
         return {
-            "id": f"{run_id}::s{self.index}",
+            "id": str(run_id.shard_of(self.index)),
             "round": self.round,
-            "status": self.run_status or ("Pending" if self.status == "pending" else "Running"),
+            "status": self.run_status or (RunStatus.STARTING if self.status == "pending" else RunStatus.RUNNING).value,
             "resource": self.resource,
             "requests": self.requests,
             "runId": self.batch_id,
@@ -165,7 +167,7 @@ class BatchSet:
         return data
 
     def shard_id(self, index: int) -> str:
-        return f"{self.run_id}::s{index}"
+        return str(RunId.parse(self.run_id).shard_of(index))
 
     def resource_view(self, *, with_shards: bool = False) -> dict[str, Any]:
         """The run resource: the shards summed (the list of shards only where it may be long: the final output)."""
@@ -183,7 +185,8 @@ class BatchSet:
         outputs |= self.usage or dict.fromkeys(USAGE_FIELDS)
         outputs["estimatedCost"] = self.estimated_cost
         if with_shards:
-            outputs["shards"] = [s.summary(self.run_id) for s in self.shards]
+            run_id = RunId.parse(self.run_id)
+            outputs["shards"] = [s.summary(run_id) for s in self.shards]
         done = completed + failed
         return {
             "id": self.run_id,
@@ -215,6 +218,14 @@ class BatchSet:
             "shardCount": len(self.shards),
             "round": self.round,
         }
+
+    def custom_status(self) -> dict[str, Any]:
+        """The run resource as the orchestration's custom status: without what the orchestration's input holds."""
+        return {name: value for name, value in self.resource_view().items() if name not in FROM_INPUT}
+
+    def view_with_status(self, custom_status: dict[str, Any]) -> dict[str, Any]:
+        """The run resource from the custom status the set published, this being the orchestration's input."""
+        return self.resource_view() | custom_status
 
     def child(self, shard: Shard, order: list[dict[str, Any]]) -> dict[str, Any]:
         """The batch run of a shard, as its orchestration's input: it runs at the first place of `order` and may
@@ -448,7 +459,8 @@ def _schedule(run: BatchSet, now: datetime, *, look: bool) -> tuple[BatchSet, St
     if run.cancel_requested:
         # Shards not started yet never will be; the running ones are asked to cancel, then watched to their end.
         run.shards = [
-            replace(s, status="ended", run_status="Cancelled") if s.status == "pending" else s for s in run.shards
+            replace(s, status="ended", run_status=RunStatus.CANCELLED.value) if s.status == "pending" else s
+            for s in run.shards
         ]
         if running and not run.cancel_sent:
             return run, CancelShards(run.run_id, running)
@@ -513,7 +525,7 @@ def _observed(run: BatchSet, reports: list[dict[str, Any]], now: datetime) -> tu
         if report is None:
             shards.append(shard)
             continue
-        ended = report.get("status") in ("Success", "Failed", "Cancelled") and report.get("phase") == "done"
+        ended = _ended(report)
         updated = replace(
             shard,
             status="ended" if ended else shard.status,
@@ -535,9 +547,15 @@ def _observed(run: BatchSet, reports: list[dict[str, Any]], now: datetime) -> tu
     run.watches = 0 if changed else run.watches + 1  # the looks space out while nothing changes
     if not any(s.status == "running" for s in run.shards) and not any(s.status == "pending" for s in run.shards):
         return _after_round(run)
-    if run.status is RunStatus.STARTING and any(s.run_status == "Running" for s in run.shards):
+    if run.status is RunStatus.STARTING and any(s.run_status == RunStatus.RUNNING for s in run.shards):
         run.status = RunStatus.RUNNING
     return _schedule(run, now, look=False)
+
+
+def _ended(report: dict[str, Any]) -> bool:
+    """Whether a shard's run has ended: its status is final and it is done (its uploads deleted, its index written)."""
+    status = report.get("status")
+    return status in {s.value for s in RunStatus if s.is_terminal} and report.get("phase") == Phase.DONE
 
 
 def _after_round(run: BatchSet) -> tuple[BatchSet, Step]:
@@ -577,7 +595,7 @@ def _conclude(run: BatchSet) -> tuple[BatchSet, Step]:
     if run.cancel_requested:
         return _finish(run, RunStatus.CANCELLED)
     last = [s for s in run.shards if s.retried_by is None]
-    failed = [s for s in last if s.run_status != "Success"]
+    failed = [s for s in last if s.run_status != RunStatus.SUCCESS]
     if not failed:
         return _finish(run, RunStatus.SUCCESS)
     codes = {(s.failure or {}).get("code") for s in failed}

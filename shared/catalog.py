@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -22,6 +22,7 @@ from azure.data.tables import TableClient, TableErrorCode, TableServiceClient, T
 from shared.jobs import ImportedJob, Job, JobStatus, JobType, check_resource_name
 from shared.paging import DEFAULT_PAGE_SIZE, TablePosition, query_page
 from shared.problems import Problem
+from shared.runs import iso
 from shared.settings import Settings
 
 TRANSACTION_LIMIT = 100  # Table Storage accepts at most 100 operations per entity-group transaction
@@ -176,7 +177,7 @@ class Catalog:
             "PartitionKey": job.resource,
             "RowKey": job.external_id,
             "Attributes": json.dumps(attributes),
-            "UpdatedAt": _stamp(now),
+            "UpdatedAt": iso(now, timespec="seconds"),
         }
         try:
             self.jobs.update_entity(
@@ -215,7 +216,7 @@ class Catalog:
             "PartitionKey": "import",
             "RowKey": resource,
             "Owner": owner,
-            "LeasedUntil": _stamp(now + IMPORT_LEASE),
+            "LeasedUntil": iso(now + IMPORT_LEASE, timespec="seconds"),
         }
         try:
             self.imports.create_entity(lease)
@@ -223,7 +224,7 @@ class Catalog:
         except ResourceExistsError:
             pass
         current = self.imports.get_entity("import", resource)
-        if current.get("LeasedUntil") and current["LeasedUntil"] > _stamp(now):
+        if current.get("LeasedUntil") and current["LeasedUntil"] > iso(now, timespec="seconds"):
             raise ImportInProgress(resource)
         try:
             self.imports.update_entity(
@@ -261,7 +262,9 @@ class Catalog:
         """Records that the run is to be cancelled; True when this is the first request to."""
         self.ensure_tables()
         try:
-            self.cancels.create_entity({"PartitionKey": "cancel", "RowKey": run_id, "RequestedAt": _stamp(now)})
+            self.cancels.create_entity(
+                {"PartitionKey": "cancel", "RowKey": run_id, "RequestedAt": iso(now, timespec="seconds")}
+            )
         except ResourceExistsError:
             return False
         return True
@@ -294,7 +297,7 @@ class PartitionImport:
         self.counts = ImportCounts()
         self._jobs = jobs
         self._resource = resource
-        self._stamp = _stamp(now)
+        self._at = iso(now, timespec="seconds")
         self._executor = executor
         self._stored: Future[dict[str, StoredImport]] = executor.submit(_stored_imports, jobs, resource)
         self._listed: set[str] = set()
@@ -304,7 +307,7 @@ class PartitionImport:
     def add(self, imported: Iterable[ImportedJob]) -> None:
         """Brings the rows of these jobs in line; the writes are sent before this returns, not awaited."""
         stored = self._stored.result()
-        counts, stamp = self.counts, self._stamp
+        counts, stamp = self.counts, self._at
         for job in imported:
             if job.external_id in self._listed:
                 continue  # listed twice (the list changed between ARM pages): one write per row and import
@@ -339,8 +342,8 @@ class PartitionImport:
                     "RowKey": external_id,
                     "Status": JobStatus.RETIRED.value,
                     "Reason": "The deployment no longer exists in the resource.",
-                    "RetiredAt": self._stamp,
-                    "UpdatedAt": self._stamp,
+                    "RetiredAt": self._at,
+                    "UpdatedAt": self._at,
                     "Fingerprint": "",
                 }
                 self._unsent.append(("upsert", retired, _MERGE))
@@ -443,7 +446,3 @@ def _job(entity: Any) -> Job:
         retired_at=entity.get("RetiredAt", ""),
         etag=entity.metadata.get("etag"),
     )
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

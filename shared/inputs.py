@@ -286,7 +286,7 @@ def storage_url_error(
     endpoint = next((e.rstrip("/") for e in allowed_endpoints if value.startswith(e.rstrip("/") + "/")), None)
     if endpoint is not None:
         rest = value[len(endpoint) + 1 :]
-    elif BLOB_HOST.match(parts.hostname or "") and parts.port in (None, 443):
+    elif BLOB_HOST.fullmatch(parts.hostname or "") and parts.port in (None, 443):
         rest = parts.path.lstrip("/")
     else:
         return error
@@ -368,7 +368,7 @@ INPUT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 def check_input_id(value: Any, name: str = "inputId") -> str:
     """An input id as the app gives them out (32 hex digits); else a 400 naming the field."""
-    if not isinstance(value, str) or not INPUT_ID.match(value):
+    if not isinstance(value, str) or not INPUT_ID.fullmatch(value):
         raise validation_problem([FieldError(name, "is not an input id (32 hex digits, as POST .../inputs gave it)")])
     return value
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # the orchestrators import this module: keep requests and azu
 BATCH_SUFFIX = "::batch"
 BATCH_SKUS = frozenset({"GlobalBatch", "DataZoneBatch"})
 # Azure OpenAI deployment names: 2-64 letters, digits, '.', '_' and '-', starting with a letter or digit.
+# Every pattern of a name is checked with `fullmatch`: `$` alone also matches before a final newline.
 DEPLOYMENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,63}$")
 FILE_ID = re.compile(r"^file-[A-Za-z0-9_-]{1,128}$")
 SECRET_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
@@ -139,7 +140,7 @@ def deployment_of(external_id: str) -> str:
 
 def check_external_id(external_id: str) -> str:
     """The external id, if it is a deployment name (optionally with `::batch`) Azure would accept; else 400."""
-    if not DEPLOYMENT_NAME.match(deployment_of(external_id)):
+    if not DEPLOYMENT_NAME.fullmatch(deployment_of(external_id)):
         raise Problem(
             400,
             "invalid-external-id",
@@ -153,7 +154,7 @@ def check_external_id(external_id: str) -> str:
 
 def check_resource_name(name: str | None) -> str | None:
     """`name` if it is an Azure OpenAI resource name (or None); else 400 naming `resource`."""
-    if name is not None and not RESOURCE_NAME.match(name):
+    if name is not None and not RESOURCE_NAME.fullmatch(name):
         raise validation_problem(
             [FieldError("resource", "is not a valid resource name (2-64 letters, digits and '-')")],
             "resource is not an Azure OpenAI resource name.",
@@ -245,13 +246,13 @@ class AttributeSpec:
 
 
 def _file_id(value: Any) -> str | None:
-    if not isinstance(value, str) or not FILE_ID.match(value):
+    if not isinstance(value, str) or not FILE_ID.fullmatch(value):
         return "must be an Azure OpenAI file id such as 'file-abc123'"
     return None
 
 
 def _secret_name(value: Any) -> str | None:
-    if not isinstance(value, str) or not SECRET_NAME.match(value):
+    if not isinstance(value, str) or not SECRET_NAME.fullmatch(value):
         return "must be a Key Vault secret name (1-127 letters, digits and '-')"
     return None
 
@@ -275,7 +276,7 @@ def _pool(value: Any) -> str | None:
     if (
         not isinstance(value, list)
         or not 1 <= len(value) <= 20
-        or not all(isinstance(v, str) and RESOURCE_NAME.match(v) for v in value)
+        or not all(isinstance(v, str) and RESOURCE_NAME.fullmatch(v) for v in value)
     ):
         return "must be a list of 1 to 20 configured Azure OpenAI resource names"
     return None

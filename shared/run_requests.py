@@ -5,13 +5,14 @@ Every refusal is a Problem raised before any orchestration starts, so a refused 
 
 from __future__ import annotations
 
+import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from shared.batch_run import RESERVED_METADATA, BatchRun
-from shared.batch_set import BatchSet
+from shared.batch_run import RESERVED_METADATA, BatchRun, Phase
+from shared.batch_set import BatchSet, SetPhase
 from shared.chat import ChatRun
 from shared.http import AzureError
 from shared.inputs import InputRecord, InputRecords, check_input_id, storage_url_error
@@ -40,6 +41,8 @@ BLOB_FIELDS = ("inputBlob", "outputFolder")  # a batch with blob storage: Azure 
 # The run's status carries both URLs and the result blobs' (the folder's, longer): within Durable's 16 KB, whatever
 # else it says.
 MAX_BLOB_URL = 512
+# The characters RFC 3986 lets a URL hold; any other (a space, a quote, non-ASCII) is percent-encoded.
+URL_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-._~:/?#[]@!$&'()*+,;=%")
 CHAT_FIELDS = ("user_prompt", "system_prompt")
 AZURE_METADATA_PAIRS = 16  # Azure's limit on a batch's metadata
 MAX_USER_METADATA = AZURE_METADATA_PAIRS - len(RESERVED_METADATA)  # the others tie the batch to its run
@@ -302,8 +305,10 @@ def _blob_locations(
 
 
 def _blob_url_error(value: Any, name: str, blob_endpoints: tuple[str, ...], *, folder: bool) -> FieldError | None:
-    if isinstance(value, str) and (len(value) > MAX_BLOB_URL or not all(" " < char <= "~" for char in value)):
-        return FieldError(name, f"must be at most {MAX_BLOB_URL} characters, spaces and non-ASCII ones percent-encoded")
+    if isinstance(value, str) and (len(value) > MAX_BLOB_URL or not set(value) <= URL_CHARACTERS):
+        return FieldError(
+            name, f"must be a URL of at most {MAX_BLOB_URL} characters, spaces, quotes and non-ASCII percent-encoded"
+        )
     return storage_url_error(value, name, blob_endpoints, folder=folder)
 
 
@@ -413,12 +418,12 @@ def list_query(params: Mapping[str, str]) -> tuple[RunFilter, int, TablePosition
     400 naming every bad parameter."""
     errors: list[FieldError] = []
     job_id, status = params.get("jobId"), params.get("status")
-    if job_id and not DEPLOYMENT_NAME.match(deployment_of(job_id)):
+    if job_id and not DEPLOYMENT_NAME.fullmatch(deployment_of(job_id)):
         errors.append(FieldError("jobId", "is not a job id (a deployment name, with '::batch' for a Batch Job)"))
     if status and status not in {s.value for s in RunStatus}:
         errors.append(FieldError("status", f"must be one of {', '.join(s.value for s in RunStatus)}"))
     resource = params.get("resource")
-    if resource and not RESOURCE_NAME.match(resource):
+    if resource and not RESOURCE_NAME.fullmatch(resource):
         errors.append(FieldError("resource", "is not a valid resource name (2-64 letters, digits and '-')"))
     times: dict[str, datetime | None] = {}
     for name in ("requestedFrom", "requestedTo"):
@@ -494,7 +499,8 @@ def results_query(run_id: RunId, view: dict[str, Any], params: Mapping[str, str]
     if errors:
         raise validation_problem(errors, "Invalid query parameters.")
     assert top is not None
-    if view.get("status") not in ("Success", "Failed", "Cancelled") or view.get("phase") == "collecting":
+    ended = RunStatus(view.get("status", RunStatus.STARTING)).is_terminal
+    if not ended or view.get("phase") in (Phase.COLLECTING, SetPhase.COLLECTING):
         raise Problem(
             409,
             "results-not-ready",

@@ -38,9 +38,11 @@ class RunStatus(StrEnum):
 
 _ID_TOKEN = {JobType.BATCH: "batch", JobType.CHAT_COMPLETION: "chat"}
 _TOKEN_TYPE = {token: job_type for job_type, token in _ID_TOKEN.items()}
+# Checked with `fullmatch`: `$` alone also matches before a final newline, which would reach the task hub.
 _RUN_ID = re.compile(
     r"^(?P<deployment>[^:]+)::(?P<kind>batch|chat)::(?P<unique>[0-9a-f]{32})(::s(?P<shard>0|[1-9][0-9]{0,5}))?$"
 )
+_SHARD = "::s"
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -55,12 +57,17 @@ class RunId:
     shard: int | None = None
 
     def __str__(self) -> str:
-        shard = f"::s{self.shard}" if self.shard is not None else ""
+        shard = f"{_SHARD}{self.shard}" if self.shard is not None else ""
         return f"{self.deployment}::{_ID_TOKEN[self.job_type]}::{self.unique}{shard}"
 
     def shard_of(self, index: int) -> RunId:
         """The id of this run's shard `index`."""
         return RunId(self.deployment, self.job_type, self.unique, index)
+
+    @property
+    def shards_prefix(self) -> str:
+        """The id prefix all of this run's shards share (the task hub lists them by prefix)."""
+        return f"{self}{_SHARD}"
 
     @property
     def parent(self) -> RunId | None:
@@ -84,9 +91,9 @@ class RunId:
     @classmethod
     def parse(cls, text: str) -> RunId:
         """The run id in `text`, or a 400 naming `runId`: nothing outside the grammar reaches the task hub."""
-        match = _RUN_ID.match(text)
+        match = _RUN_ID.fullmatch(text)
         only_batches_have_shards = not match or match["shard"] is None or match["kind"] == "batch"
-        if not match or not DEPLOYMENT_NAME.match(match["deployment"]) or not only_batches_have_shards:
+        if not match or not DEPLOYMENT_NAME.fullmatch(match["deployment"]) or not only_batches_have_shards:
             raise Problem(
                 400,
                 "invalid-run-id",
@@ -195,9 +202,9 @@ TERMINATED = Failure.of("terminated", "The run's orchestration was terminated by
 # The run resource -----------------------------------------------------------------------------------------------
 
 
-def iso(moment: datetime) -> str:
-    """A UTC time as the API writes it: ISO 8601 with a `Z`."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+def iso(moment: datetime, timespec: str = "auto") -> str:
+    """A UTC time as the API writes it: ISO 8601 with a `Z` (`timespec` as `datetime.isoformat` takes it)."""
+    return moment.astimezone(UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
 def parse_iso(stamp: str) -> datetime:
@@ -210,33 +217,48 @@ def iso_of_unix(unix_seconds: int | float | None) -> str | None:
     return iso(datetime.fromtimestamp(float(unix_seconds), UTC))
 
 
+# What a batch run's resource says that its orchestration's input says too: what never changes over the run, and the
+# monitor link (of the place the run is at, which the input lists). Its custom status leaves these out, so that it
+# stays well within Durable's 16 KB whatever the run's failure and outputs say; `run_resource` adds them back.
+FROM_INPUT = frozenset(
+    {"id", "jobId", "jobType", "requestedAt", "inputId", "inputBlob", "outputFolder", "estimatedTokens", "parentRun"}
+    | {"monitorUrl"}
+)
+
+
 def run_resource(
     run_id: RunId, runtime_status: str, custom_status: Any, output: Any, started_with: Any
 ) -> dict[str, Any]:
     """The run resource from its orchestration's status: the output once it completed, else the custom status it
-    last published, else the run as it was started. An orchestration that failed or was terminated is reported
-    as such, without its internals."""
+    last published with what its input holds, else the run as it was started. An orchestration that failed or was
+    terminated is reported as such, without its internals."""
     from shared.batch_run import BatchRun
+    from shared.batch_set import BatchSet
     from shared.chat import ChatRun
 
-    view = output if runtime_status == "Completed" and isinstance(output, dict) else custom_status
-    if not isinstance(view, dict):
-        started = started_with
-        if isinstance(started, str):
-            try:
-                started = json.loads(started)
-            except ValueError:
-                started = None
-        if isinstance(started, dict) and run_id.job_type is JobType.BATCH and "max_request_retries" in started:
-            from shared.batch_set import BatchSet
-
-            view = BatchSet.from_dict(started).resource_view()
-        elif isinstance(started, dict) and run_id.job_type is JobType.BATCH:
-            view = BatchRun.from_dict(started).resource_view()
-        elif isinstance(started, dict):
-            view = ChatRun.from_dict(started).resource_view(RunStatus.STARTING)
-        else:
-            view = {"id": str(run_id), "runId": None, "status": RunStatus.STARTING.value}
+    started = started_with
+    if isinstance(started, str):
+        try:
+            started = json.loads(started)
+        except ValueError:
+            started = None
+    run: BatchRun | BatchSet | ChatRun | None = None
+    if isinstance(started, dict) and run_id.job_type is JobType.BATCH and "max_request_retries" in started:
+        run = BatchSet.from_dict(started)
+    elif isinstance(started, dict) and run_id.job_type is JobType.BATCH:
+        run = BatchRun.from_dict(started)
+    elif isinstance(started, dict):
+        run = ChatRun.from_dict(started)
+    if runtime_status == "Completed" and isinstance(output, dict):
+        view = output
+    elif isinstance(custom_status, dict):
+        view = run.view_with_status(custom_status) if isinstance(run, BatchRun | BatchSet) else custom_status
+    elif isinstance(run, ChatRun):
+        view = run.resource_view(RunStatus.STARTING)
+    elif run is not None:
+        view = run.resource_view()
+    else:
+        view = {"id": str(run_id), "runId": None, "status": RunStatus.STARTING.value}
     view = dict(view)
     if runtime_status == "Failed":
         view["status"] = RunStatus.FAILED.value

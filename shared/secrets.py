@@ -19,7 +19,7 @@ class SecretUnavailable(Exception):
     """The secret cannot be read; the message names the secret, never its value."""
 
     def __init__(self, name: str, reason: str, *, transient: bool = False) -> None:
-        super().__init__(f"Key Vault secret '{name}' {reason}")
+        super().__init__(f"Key Vault secret {name!r} {reason}")  # repr: a name's control characters stay visible
         self.name = name
         self.transient = transient  # the vault was unreachable or busy: trying again later may succeed
 
@@ -47,7 +47,7 @@ class SecretReader:
         return str(self._get(ref.name, ref.version).value)
 
     def _get(self, name: str, version: str | None) -> Any:
-        if not SECRET_NAME.match(name):
+        if not SECRET_NAME.fullmatch(name):
             raise SecretUnavailable(name, "is not a valid secret name")
         try:
             return self.client.get_secret(name, version)

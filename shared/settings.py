@@ -32,6 +32,7 @@ SETTING_NAMES = (
     STORAGE_CONNECTION,
 )
 DEFAULT_STAGING_CONTAINER = "aoaibatch-staging"
+# Checked with `fullmatch` (`$` alone also matches before a final newline), as every name pattern is.
 RESOURCE_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}[a-zA-Z0-9]$")
 
 
@@ -146,7 +147,7 @@ def _resources(raw: str) -> tuple[OpenAIResource, ...]:
         missing = [key for key in ("name", "endpoint", "subscriptionId", "resourceGroup") if not entry.get(key)]
         if missing:
             raise SettingsError(f"{where} is missing {', '.join(missing)}")
-        if not RESOURCE_NAME.match(str(entry["name"])):
+        if not RESOURCE_NAME.fullmatch(str(entry["name"])):
             raise SettingsError(f"{where}.name is not a valid Azure OpenAI resource name")
         api_version = _api_version(entry.get("apiVersion"), where)
         resources.append(
@@ -173,7 +174,7 @@ def _api_version(value: Any, where: str) -> str:
     """`v1` (the v1 API) or a dated api-version such as `2024-10-21`; the default when absent."""
     if value is None or value == "":
         return DEFAULT_API_VERSION
-    if not isinstance(value, str) or not API_VERSION.match(value):
+    if not isinstance(value, str) or not API_VERSION.fullmatch(value):
         raise SettingsError(f"{where}.apiVersion must be 'v1' or a dated api-version such as '{DEFAULT_API_VERSION}'")
     return value
 
@@ -213,7 +214,7 @@ CONTAINER_NAME = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
 
 def _container(name: str) -> str:
-    if not CONTAINER_NAME.match(name):
+    if not CONTAINER_NAME.fullmatch(name):
         raise SettingsError("STAGING_CONTAINER must be a blob container name (3-63 lowercase letters, digits, '-')")
     return name
 
@@ -243,18 +244,22 @@ class Prices:
         return self.models.get(f"{model}@{version}") or self.models.get(model)
 
 
+CURRENCY_CODE = re.compile(r"[A-Z]{3}")  # ISO 4217, such as USD or EUR
+
+
 def _prices(raw: str) -> Prices | None:
     if not raw.strip():
         return None
     problem = (
-        'PRICES must be JSON: {"currency": "USD", "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, '
-        '"cachedInput": 1.25, "output": 10.0}}} (per million tokens; a batchDiscount from 0 to below 1, which a '
+        'PRICES must be JSON: {"currency": "USD" (ISO 4217), "batchDiscount": 0.5, "models": {"gpt-4o": {"input": '
+        '2.5, "cachedInput": 1.25, "output": 10.0}}} (per million tokens; a batchDiscount from 0 to below 1, which a '
         "model may give to override the table's)"
     )
     try:
         data = json.loads(raw)
         currency, discount, models = data["currency"], float(data.get("batchDiscount", 0)), data["models"]
-        if not isinstance(currency, str) or not isinstance(models, dict):
+        is_code = isinstance(currency, str) and CURRENCY_CODE.fullmatch(currency) is not None
+        if not is_code or not isinstance(models, dict):
             raise SettingsError(problem)
         prices = {
             str(name): ModelPrice(

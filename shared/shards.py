@@ -7,8 +7,10 @@ import json
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from shared.batch_run import Phase
 from shared.inputs import MAX_FILE_BYTES, MAX_REQUESTS
 from shared.results import KINDS, Collected, result_of, staged_name
+from shared.runs import RunStatus
 from shared.staging import lines
 from shared.tokens import request_tokens
 
@@ -151,7 +153,7 @@ def merge_results(run_id: str, shards: list[dict[str, Any]], staging: Staging) -
 def report_of(index: int, view: dict[str, Any] | None) -> dict[str, Any]:
     """What the set needs of a shard's run resource (None: the run is not in the task hub yet)."""
     if view is None:
-        return {"index": index, "status": "Starting", "phase": "submitting"}
+        return {"index": index, "status": RunStatus.STARTING.value, "phase": Phase.SUBMITTING.value}
     outputs = view.get("outputs") or {}
     usage = {k: outputs.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")}
     return {

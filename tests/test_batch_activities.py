@@ -521,6 +521,15 @@ def test_missing_secret_is_a_refusal_naming_the_secret(emulator: RunningEmulator
     )
 
 
+def test_a_secret_name_with_a_trailing_newline_never_reaches_the_vault(emulator: RunningEmulator) -> None:
+    run = Run(input_file_secret="batch-input\n", phase="resolving")
+
+    resolved = run.resolve()
+
+    assert resolved["refusal"]["message"] == "Key Vault secret 'batch-input\\n' is not a valid secret name"
+    assert emulator.requests_log(service="keyvault") == []
+
+
 def test_an_unreachable_vault_at_resolve_raises_so_the_run_tries_again(emulator: RunningEmulator) -> None:
     emulator.add_fault(service="keyvault", route="secrets.get*", status=503)
     run = Run(input_file_secret="batch-input", phase="resolving")

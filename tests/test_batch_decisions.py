@@ -57,6 +57,7 @@ from shared.batch_run import (
     UploadsDeleted,
     Wait,
     decide,
+    run_status,
     seen_from_dict,
     seen_to_dict,
     step_from_dict,
@@ -93,6 +94,20 @@ def batch(status: str = "in_progress", **fields: Any) -> BatchSnapshot:
 QUOTA_FAILED = batch("failed", failed_at=CREATED + 60, errors=(Failure.of("token_limit_exceeded", "Quota."),))
 POLLING = replace(RUN, phase=Phase.POLLING, status=RunStatus.RUNNING, batch=batch(), indexed_status="Running")
 SECRET = replace(RUN, input_file_id=None, input_file_secret="batch-input")
+ENDED = batch("completed", completed_at=CREATED + 9, output_file_id="file-o", error_file_id="file-e")
+# A shard of a batch set: its input staged in the app, uploaded to whichever place of its pool runs it.
+EAST = {"resource": "aoai-devstack-eastus", "deployment": "gpt-4o-batch", "monitorUrl": "https://portal/east"}
+WEST = {"resource": "aoai-west", "deployment": "gpt-4o-batch-w", "monitorUrl": "https://portal/west"}
+SHARD = replace(
+    RUN,
+    run_id=f"{RUN.run_id}::s0",
+    input_file_id=None,
+    staged_input="runs/s0.jsonl",
+    uploaded={EAST["resource"]: "file-east"},
+    places=[EAST, WEST],
+)
+UPLOADING = replace(SHARD, uploaded={}, phase=Phase.SUBMITTING)  # to upload its input where it runs
+MOVED = replace(SHARD, resource=WEST["resource"], deployment=WEST["deployment"], phase=Phase.SUBMITTING)
 
 
 def after(seconds: float) -> str:
@@ -122,6 +137,10 @@ def decided(run: BatchRun, seen: Seen, now: datetime = NOW) -> tuple[BatchRun, S
 # The table: (name, run, seen, now, expected step, expected run fields) -------------------------------------------
 
 LATE = DEADLINE + timedelta(seconds=1)
+MOVED_FAILURE = Failure.of(
+    "upload_failed",
+    f"The shard's input could not be uploaded to resource '{WEST['resource']}' ({MAX_RESOLVE_FAILURES} tries).",
+)
 TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, Any]]] = [
     # Resolving the input
     ("file id: submit at once", RUN, Began(), NOW, Submit, {"phase": Phase.SUBMITTING}),
@@ -325,6 +344,89 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
         Wait(after(SUBMIT_BACKOFF.delay(2))),
         {"submit_failures": 2},
     ),
+    # A shard's input: uploaded to the place that runs it before it is submitted there
+    (
+        "shard: upload its input first",
+        replace(UPLOADING, phase=Phase.RESOLVING),
+        Began(),
+        NOW,
+        UploadInput(SHARD.run_id, EAST["resource"], "runs/s0.jsonl", "gpt-4o-batch"),
+        {"phase": Phase.SUBMITTING},
+    ),
+    (
+        "uploaded: submit the uploaded file",
+        UPLOADING,
+        InputUploaded(resource=EAST["resource"], file_id="file-up"),
+        NOW,
+        Submit,
+        {"input_file_id": "file-up", "uploaded": {EAST["resource"]: "file-up"}},
+    ),
+    (
+        "upload failed: wait, then upload again",
+        UPLOADING,
+        ActivityFailed(step=UploadInput),
+        NOW,
+        Wait(after(ACTIVITY_BACKOFF.delay(1))),
+        {"resolve_failures": 1, "status": RunStatus.STARTING},
+    ),
+    (
+        "upload failed again: the backoff doubles",
+        replace(UPLOADING, resolve_failures=1),
+        ActivityFailed(step=UploadInput),
+        NOW,
+        Wait(after(ACTIVITY_BACKOFF.delay(2))),
+        {"resolve_failures": 2},
+    ),
+    ("upload backoff over: upload again", replace(UPLOADING, resolve_failures=1), TimerFired(), NOW, UploadInput, {}),
+    (
+        "upload failed one short of the limit: wait",
+        replace(UPLOADING, resolve_failures=MAX_RESOLVE_FAILURES - 2),
+        ActivityFailed(step=UploadInput),
+        NOW,
+        Wait,
+        {"resolve_failures": MAX_RESOLVE_FAILURES - 1},
+    ),
+    (
+        "upload failed at the limit: fail, naming the resource",
+        replace(UPLOADING, resolve_failures=MAX_RESOLVE_FAILURES - 1),
+        ActivityFailed(step=UploadInput),
+        NOW,
+        Finish(),
+        {
+            "status": RunStatus.FAILED,
+            "phase": Phase.DONE,
+            "batch": None,
+            "failure": Failure.of(
+                "upload_failed",
+                f"The shard's input could not be uploaded to resource '{EAST['resource']}' "
+                f"({MAX_RESOLVE_FAILURES} tries).",
+            ),
+        },
+    ),
+    (
+        "upload failed at the limit after a move: fail, deleting the upload made at the first place",
+        replace(MOVED, resolve_failures=MAX_RESOLVE_FAILURES - 1),
+        ActivityFailed(step=UploadInput),
+        NOW,
+        DeleteUploads(SHARD.run_id, {EAST["resource"]: "file-east"}),
+        {"status": RunStatus.FAILED, "failure": MOVED_FAILURE},
+    ),
+    (
+        "an upload that went through starts the count of failed uploads again",
+        replace(UPLOADING, resolve_failures=MAX_RESOLVE_FAILURES - 1),
+        InputUploaded(resource=EAST["resource"], file_id="file-up"),
+        NOW,
+        Submit,
+        {"resolve_failures": 0},
+    ),
+    (
+        "cancel while an upload waits to be tried again: cancelled, nothing uploaded",
+        replace(UPLOADING, resolve_failures=1),
+        CancelArrived(),
+        NOW,
+        Finish(),
+        {"status": RunStatus.CANCELLED, "uploaded": {}},
+    ),
     # Polling
     ("timer fired: check", POLLING, TimerFired(), NOW, Check(RUN.run_id, RUN.resource, "batch_1"), {}),
     (
@@ -506,6 +608,28 @@ TABLE: list[tuple[str, BatchRun, Seen, datetime, Step | type[Step], dict[str, An
         Wait(iso(DEADLINE)),
         {},
     ),
+    (
+        "a cancel with the index write's answer: the put-off create is not made, the run is cancelled",
+        replace(RUN, phase=Phase.SUBMITTING, indexed_status=None, resume=step_to_dict(RUN.submit_step(NOW))),
+        Indexed(status="Starting", cancel_requested=True),
+        NOW,
+        Finish(),
+        {"status": RunStatus.CANCELLED, "batch": None},
+    ),
+    (
+        "a cancel with the index write's answer after an unknown submit: the put-off create becomes a last look",
+        replace(
+            RUN,
+            phase=Phase.SUBMITTING,
+            submit_failures=1,
+            indexed_status=None,
+            resume=step_to_dict(RUN.submit_step(NOW)),
+        ),
+        Indexed(status="Starting", cancel_requested=True),
+        NOW,
+        replace(RUN.submit_step(NOW), lookup_only=True),
+        {"cancel_requested": True},
+    ),
     # Episodes
     (
         "new episode, polling: wait again from the state",
@@ -671,7 +795,7 @@ def test_a_run_waiting_for_quota_looks_again_at_least_every_ten_minutes() -> Non
     assert max(waits) == waits[-1] == 600.0
 
 
-# The sweep: every phase x every observation that can follow it ----------------------------------------------------
+# The sweep: every phase x its states x every observation that can follow them --------------------------------------
 
 BATCHES = [
     batch("validating", created_at=CREATED),
@@ -685,69 +809,177 @@ BATCHES = [
     batch("cancelled", cancelled_at=CREATED + 99),
 ]
 REFUSAL = Failure.of("rejected", "no")
+COST = {"amount": 0.12, "currency": "USD"}
+# What may follow any state: a new episode, a timer or a cancel that won it, an index write's answer (sent with the
+# run's status, see `answering`) with or without news of a cancel, or its failure.
+ANY_PHASE: list[Seen] = [
+    Began(),
+    TimerFired(),
+    CancelArrived(),
+    Indexed(status=""),
+    Indexed(status="", cancel_requested=True),
+    ActivityFailed(step=IndexRun),
+]
+SUBMIT_ANSWERS: list[Seen] = [
+    *[SubmitAnswered(outcome=SubmitOutcome.SUBMITTED, batch=b) for b in BATCHES],
+    SubmitAnswered(outcome=SubmitOutcome.REATTACHED, batch=batch()),
+    SubmitAnswered(outcome=SubmitOutcome.QUOTA),
+    SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=REFUSAL),
+    SubmitAnswered(outcome=SubmitOutcome.CANCELLED, cancel_requested=True),
+    SubmitAnswered(outcome=SubmitOutcome.NOT_CREATED),
+    ActivityFailed(step=Submit),
+    InputUploaded(resource="", file_id="file-up"),
+    ActivityFailed(step=UploadInput),
+]
+DELETE_ANSWERS: list[Seen] = [UploadsDeleted(), ActivityFailed(step=DeleteUploads)]
 FOLLOWS: dict[Phase, list[Seen]] = {
     Phase.RESOLVING: [
-        Began(),
         InputResolved(version="v1"),
         InputResolved(refusal=REFUSAL),
         ActivityFailed(step=ResolveInput),
-        TimerFired(),
-        CancelArrived(),
+        InputUploaded(resource="", file_id="file-up"),  # a shard begins here, with its upload
+        ActivityFailed(step=UploadInput),
     ],
-    Phase.SUBMITTING: [
-        Began(),
-        *[SubmitAnswered(outcome=SubmitOutcome.SUBMITTED, batch=b) for b in BATCHES],
-        SubmitAnswered(outcome=SubmitOutcome.REATTACHED, batch=batch()),
-        SubmitAnswered(outcome=SubmitOutcome.QUOTA),
-        SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=REFUSAL),
-        SubmitAnswered(outcome=SubmitOutcome.CANCELLED, cancel_requested=True),
-        SubmitAnswered(outcome=SubmitOutcome.NOT_CREATED),
-        ActivityFailed(step=Submit),
-        TimerFired(),
-        CancelArrived(),
-    ],
+    Phase.SUBMITTING: [*SUBMIT_ANSWERS, *DELETE_ANSWERS],
+    Phase.QUOTA: [*SUBMIT_ANSWERS, *DELETE_ANSWERS],
     Phase.POLLING: [
-        Began(),
         *[BatchChecked(batch=b) for b in BATCHES],
         *[BatchChecked(batch=b, cancel_requested=True) for b in BATCHES],
         *[CancelAnswered(batch=b) for b in BATCHES],
         ActivityFailed(step=Check),
         ActivityFailed(step=CancelBatch),
-        TimerFired(),
-        CancelArrived(),
+    ],
+    Phase.COLLECTING: [
+        ResultsCollected(succeeded=98, failed=2, usage=USAGE, estimated_cost=COST),
+        ResultsCollected(succeeded=0, failed=0, usage=dict.fromkeys(USAGE, 0), cancel_requested=True),
+        ActivityFailed(step=CollectResults),
+        *DELETE_ANSWERS,
     ],
 }
-FOLLOWS[Phase.QUOTA] = FOLLOWS[Phase.SUBMITTING]
 FOLLOWS[Phase.CANCELLING] = FOLLOWS[Phase.POLLING]
+FOLLOWS[Phase.DONE] = []  # a run that is done waits at most for the index write of its end (then it finishes)
 
 
-def states(phase: Phase) -> list[BatchRun]:
-    base = {
-        Phase.RESOLVING: SECRET,
-        Phase.SUBMITTING: replace(RUN, phase=Phase.SUBMITTING),
-        Phase.QUOTA: replace(RUN, phase=Phase.QUOTA, quota_waits=2),
-        Phase.POLLING: POLLING,
-        Phase.CANCELLING: replace(POLLING, phase=Phase.CANCELLING, cancel_requested=True, cancel_sent=True),
+def awaiting_index(run: BatchRun, now: datetime) -> BatchRun:
+    """`run` once its status changed at `now`: the step it decided is put off until the run index has the new status
+    (which it learns moments later: the step is carried out as decided)."""
+    waiting, step = decide(replace(run, indexed_status=None), Began(), now)
+    assert isinstance(step, IndexRun)
+    return waiting
+
+
+def awaiting_deletion(run: BatchRun, seen: Seen) -> BatchRun:
+    """`run` ended by `seen`, waiting for the input files it uploaded to be deleted."""
+    ended, step = decided(run, seen)
+    assert isinstance(step, DeleteUploads)
+    return ended
+
+
+SHARD_POLLING = replace(
+    SHARD,
+    input_file_id="file-east",
+    phase=Phase.POLLING,
+    status=RunStatus.RUNNING,
+    batch=batch(),
+    indexed_status="Running",
+)
+
+
+def states(phase: Phase, now: datetime) -> list[BatchRun]:
+    """The run in `phase` at `now`: plain, as a shard of a set, about to end (cancel, limits), and waiting for its
+    index."""
+    base, shard = {
+        Phase.RESOLVING: (SECRET, replace(UPLOADING, phase=Phase.RESOLVING)),
+        Phase.SUBMITTING: (replace(RUN, phase=Phase.SUBMITTING), UPLOADING),
+        Phase.QUOTA: (replace(RUN, phase=Phase.QUOTA, quota_waits=2), replace(MOVED, phase=Phase.QUOTA, quota_waits=1)),
+        Phase.POLLING: (POLLING, SHARD_POLLING),
+        Phase.CANCELLING: (
+            replace(POLLING, phase=Phase.CANCELLING, cancel_requested=True, cancel_sent=True),
+            replace(SHARD_POLLING, phase=Phase.CANCELLING, cancel_requested=True, cancel_sent=True),
+        ),
+        Phase.COLLECTING: (
+            decide(POLLING, BatchChecked(batch=ENDED), NOW)[0],
+            decide(SHARD_POLLING, BatchChecked(batch=ENDED), NOW)[0],
+        ),
     }[phase]
-    variants = [base, replace(base, cancel_requested=True), replace(base, episode_events=MAX_EPISODE_EVENTS - 8)]
+    variants = [
+        base,
+        shard,
+        replace(base, cancel_requested=True),
+        replace(shard, cancel_requested=True),
+        replace(base, episode_events=MAX_EPISODE_EVENTS - 8),
+        awaiting_index(base, now),
+        awaiting_index(shard, now),
+    ]
     if phase in (Phase.SUBMITTING, Phase.QUOTA):
         variants.append(replace(base, submit_failures=2))
+        variants.append(replace(shard, resolve_failures=MAX_RESOLVE_FAILURES - 1))  # its upload failed but once
+        uploaded = replace(shard, input_file_id="file-up", uploaded={**shard.uploaded, shard.resource: "file-up"})
+        variants.append(awaiting_deletion(uploaded, SubmitAnswered(outcome=SubmitOutcome.REJECTED, refusal=REFUSAL)))
     if phase is Phase.RESOLVING:
         variants.append(replace(base, resolve_failures=MAX_RESOLVE_FAILURES - 1))
-    return variants
+    if phase is Phase.COLLECTING:
+        variants.append(replace(base, collect_failures=MAX_COLLECT_FAILURES - 1))
+        for ended in BATCHES[5:]:  # a batch that failed (also for quota while cancelling), expired or was cancelled
+            collecting, _ = decide(
+                replace(POLLING, cancel_requested=True, cancel_sent=True), BatchChecked(batch=ended), now
+            )
+            variants += [collecting, replace(collecting, collect_failures=MAX_COLLECT_FAILURES - 1)]
+        variants.append(awaiting_deletion(shard, ResultsCollected(succeeded=98, failed=2, usage=USAGE)))
+    return variants  # a shard that begins moves on to submitting: each state is swept in the phase it is in
 
 
-def decided_past_index(run: BatchRun, seen: Seen, now: datetime) -> tuple[BatchRun, Step]:
-    return decided(run, seen, now)
+def can_follow(run: BatchRun, seen: Seen) -> bool:
+    """Whether `seen` can come next to `run`. A run that waits for its index write (the step it put off is kept in
+    `resume`) hears only the write's answer or a new episode; one that ended waits only for its uploads' deletion;
+    an upload answers only a run whose input is not yet on its resource."""
+    answers = {type(seen)} | ({seen.step} if isinstance(seen, ActivityFailed) else set())
+    if run.resume is not None:
+        return bool(answers & {Indexed, IndexRun, Began})
+    if run.status.is_terminal:
+        return bool(answers & {UploadsDeleted, DeleteUploads})
+    if answers & {Indexed, IndexRun, UploadsDeleted, DeleteUploads}:
+        return False
+    if answers & {InputUploaded, UploadInput}:
+        return run.staged_input is not None and run.input_file_id is None
+    return True
+
+
+def answering(run: BatchRun, seen: Seen) -> Seen:
+    """`seen` as the activity would answer `run`: an index write with the status it was sent, an upload from the
+    resource the run is at."""
+    if isinstance(seen, Indexed):
+        return replace(seen, status=run.status.value)
+    if isinstance(seen, InputUploaded):
+        return replace(seen, resource=run.resource)
+    return seen
 
 
 SWEEP = [
-    (phase, run, seen, now)
-    for phase, seen_list in FOLLOWS.items()
-    for run in states(phase)
-    for seen in seen_list
+    (run.phase, run, answering(run, seen), now)
     for now in (NOW, LATE)
+    for run in [run for phase in set(Phase) - {Phase.DONE} for run in states(phase, now)]
+    for seen in [*ANY_PHASE, *FOLLOWS[run.phase]]
+    if can_follow(run, seen)
 ]
+
+
+def test_the_sweep_covers_every_phase_and_every_observation_of_the_decision() -> None:
+    import shared.batch_run as batch_run
+
+    def own(kind: type) -> bool:
+        return kind.__module__ == batch_run.__name__
+
+    observations = {kind for kind in vars(batch_run).values() if isinstance(kind, type) and issubclass(kind, Seen)}
+    activities = {kind for kind in batch_run.STEPS.values() if own(kind)} - {Wait, ContinueAsNew, Finish}
+    swept = [seen for _, _, seen, _ in SWEEP]
+
+    assert {type(seen) for seen in swept} == observations - {Seen}
+    assert {seen.step for seen in swept if isinstance(seen, ActivityFailed)} == activities
+    # Every phase, with and without an index write pending (a run that is done only with one: it decides no more).
+    assert {(phase, run.resume is not None) for phase, run, _, _ in SWEEP} == {
+        (phase, waiting) for phase in Phase for waiting in (False, True)
+    } - {(Phase.DONE, False)}
 
 
 @pytest.mark.parametrize(("phase", "run", "seen", "now"), SWEEP)
@@ -756,37 +988,54 @@ def test_every_decision_keeps_the_invariants(phase: Phase, run: BatchRun, seen: 
     if isinstance(first_step, IndexRun):  # the index write comes first, then the step it put off
         assert first.indexed_status != first.status.value
         assert first.resume is not None
-    decided, step = decided_past_index(run, seen, now)
+        assert first_step.view == first.resource_view()
+        answered = isinstance(seen, Indexed) or (isinstance(seen, ActivityFailed) and seen.step is IndexRun)
+        assert not answered or first.status is not run.status, "a status is written to the index once"
+    settled, step = decided(run, seen, now)
 
-    ending = decided.cancel_requested or now >= datetime.fromisoformat(str(decided.deadline).replace("Z", "+00:00"))
+    ending = settled.cancel_requested or now >= datetime.fromisoformat(str(settled.deadline).replace("Z", "+00:00"))
     if isinstance(step, Submit) and ending:
         assert step.lookup_only, "a run that is ending never creates a batch"
-    if isinstance(step, Submit):
-        assert step.lookup_only or decided.batch is None
-    finishing = isinstance(step, Finish) or decided.resume == step_to_dict(Finish())  # now, or after continuing
+    if isinstance(step, Submit | UploadInput):
+        assert isinstance(step, UploadInput) or step.lookup_only or settled.batch is None
+        assert step.resource == settled.resource
+    if isinstance(step, UploadInput):
+        assert not ending, "a run that is ending uploads nothing"
+        assert settled.input_file_id is None
+    finishing = isinstance(step, Finish) or settled.resume == step_to_dict(Finish())  # now, or after continuing
     if finishing:
-        assert decided.phase is Phase.DONE
-        assert decided.status.is_terminal
-        assert (decided.status is RunStatus.FAILED) == (decided.failure is not None), "a failed run says why"
-        assert decided.next_check_at is None
+        assert settled.phase is Phase.DONE
+        assert settled.status.is_terminal
+        assert (settled.status is RunStatus.FAILED) == (settled.failure is not None), "a failed run says why"
+        assert settled.next_check_at is None
         assert isinstance(step, Finish | ContinueAsNew)
-        if decided.status is RunStatus.CANCELLED:
-            assert decided.cancel_requested or (decided.batch and decided.batch.status == "cancelled")
+        assert settled.uploads_deleted or not settled.uploaded or (settled.batch and not settled.batch.is_terminal)
+        if settled.status is RunStatus.CANCELLED:
+            assert settled.cancel_requested or (settled.batch and settled.batch.status == "cancelled")
     else:
-        assert decided.phase is not Phase.DONE
-        assert not decided.status.is_terminal
+        assert settled.phase is not Phase.DONE
+    if isinstance(step, DeleteUploads):
+        assert settled.status.is_terminal, "uploads are deleted only once the run has ended"
+        assert step.files == settled.uploaded
+        assert not isinstance(seen, UploadsDeleted), "uploads are deleted once"
+        assert getattr(seen, "step", None) is not DeleteUploads, "a failed deletion is not tried again"
+    elif not finishing:
+        assert not settled.status.is_terminal
+    if finishing and settled.batch is not None and settled.batch.is_terminal:
+        assert settled.status is run_status(settled.batch.status), "a run whose batch ended ends as its batch did"
     if isinstance(step, Wait):
         until = datetime.fromisoformat(step.until.replace("Z", "+00:00"))
-        assert now <= until <= max(now, datetime.fromisoformat(str(decided.deadline).replace("Z", "+00:00")))
-        assert decided.next_check_at == step.until
+        assert now <= until <= max(now, datetime.fromisoformat(str(settled.deadline).replace("Z", "+00:00")))
+        assert settled.next_check_at == step.until
     if isinstance(step, Check | CancelBatch):
-        assert decided.batch is not None
-        assert step.batch_id == decided.batch.id
+        assert settled.batch is not None
+        assert step.batch_id == settled.batch.id
     if isinstance(step, CancelBatch):
-        assert not decided.cancel_sent or isinstance(seen, Began)
+        assert not settled.cancel_sent or isinstance(seen, Began)
     if not isinstance(step, ContinueAsNew | Finish):  # the episode ends with either, whatever its length
-        assert decided.episode_events + EVENT_RESERVE <= MAX_EPISODE_EVENTS
-    assert decided.failure is None or len(decided.failure.message) <= 1000
+        assert settled.episode_events + EVENT_RESERVE <= MAX_EPISODE_EVENTS
+    assert settled.indexed_status == settled.status.value, "the run index learns of every status first"
+    assert settled.failure is None or len(settled.failure.message) <= 1000
 
 
 def test_observations_and_steps_round_trip_through_json() -> None:
@@ -805,8 +1054,6 @@ def test_observations_and_steps_round_trip_through_json() -> None:
 
 
 # Reading an ended batch's results --------------------------------------------------------------------------------
-
-ENDED = batch("completed", completed_at=CREATED + 9, output_file_id="file-o", error_file_id="file-e")
 
 
 def test_an_ended_batch_is_read_before_the_run_finishes_and_its_usage_and_cost_are_outputs() -> None:
@@ -896,18 +1143,6 @@ def test_a_run_that_never_had_a_batch_has_no_usage_outputs() -> None:
     view = RUN.resource_view()
 
     assert {k: view["outputs"][k] for k in (*USAGE, "estimatedCost")} == dict.fromkeys((*USAGE, "estimatedCost"))
-
-
-EAST = {"resource": "aoai-devstack-eastus", "deployment": "gpt-4o-batch", "monitorUrl": "https://portal/east"}
-WEST = {"resource": "aoai-west", "deployment": "gpt-4o-batch-w", "monitorUrl": "https://portal/west"}
-SHARD = replace(
-    RUN,
-    run_id=f"{RUN.run_id}::s0",
-    input_file_id=None,
-    staged_input="runs/s0.jsonl",
-    uploaded={EAST["resource"]: "file-east"},
-    places=[EAST, WEST],
-)
 
 
 def test_a_shard_refused_for_quota_moves_to_the_pools_next_deployment_uploading_its_input_there() -> None:

@@ -32,7 +32,7 @@ from shared.batch_run import (
     seen_to_dict,
 )
 from shared.polling import DEFAULT_POLICY
-from shared.runs import Failure
+from shared.runs import FROM_INPUT, Failure, RunId, run_resource
 from tests.replay import Replay
 
 START = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
@@ -234,7 +234,11 @@ def test_completed_batch_ends_success_with_the_five_outputs_and_times() -> None:
     assert run["startedAt"] == stamp(datetime.fromtimestamp(CREATED, UTC))
     assert run["endedAt"] == stamp(datetime.fromtimestamp(CREATED + 700, UTC))
     assert (run["failure"], run["phase"], run["nextCheckAt"]) == (None, "done", None)
-    assert replay.custom_status == run
+    # Its custom status leaves out what the input holds; read with the input, it is the whole resource.
+    assert not FROM_INPUT & set(replay.custom_status)
+    assert run_resource(RunId.parse(RUN_ID), "Running", replay.custom_status, None, replay.input) == run | {
+        "orchestrationStatus": "Running"
+    }
 
 
 @pytest.mark.parametrize(

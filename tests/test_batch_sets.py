@@ -155,6 +155,16 @@ def test_a_timer_brings_a_look_and_ended_shards_free_their_quota() -> None:
     assert step.children[0]["run_id"].endswith("::s2")
 
 
+def test_a_shard_that_has_its_status_but_is_not_done_yet_is_still_watched() -> None:
+    # A shard ends Success, then deletes the input files it uploaded: only then is it done, its files no longer needed.
+    run = replace(ended_round(), shards=ended_round().shards[:1])
+
+    run, step = decided(run, ShardsObserved(shards=[report(0, "Success", "collecting", completed=10)]))
+
+    assert (run.shards[0].status, run.shards[0].run_status) == ("running", "Success")
+    assert isinstance(step, Wait)
+
+
 def test_nothing_changed_spaces_the_looks_out() -> None:
     run = replace(SET, phase=SetPhase.RUNNING, status=RunStatus.RUNNING, shards=shards(1, status="running"))
     run = replace(run, indexed_status="Running")
@@ -230,6 +240,15 @@ def test_after_the_last_retry_round_the_results_are_merged_and_the_outcome_decid
     view = run.resource_view(with_shards=True)
     assert view["outputs"]["total_tokens"] == 12
     assert [s["id"] for s in view["outputs"]["shards"]] == [f"{RUN_ID}::s0", f"{RUN_ID}::s1"]
+
+
+def test_a_shard_is_listed_with_its_runs_status_and_as_starting_before_it_started() -> None:
+    pending, running, ended = shards(3)
+    listed = [pending, replace(running, status="running"), replace(ended, status="ended", run_status="Failed")]
+
+    summaries = replace(SET, shards=listed).resource_view(with_shards=True)["outputs"]["shards"]
+
+    assert [s["status"] for s in summaries] == ["Starting", "Running", "Failed"]
 
 
 def concluded(statuses: list[tuple[str, str | None]], **changes: Any) -> BatchSet:

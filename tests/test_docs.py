@@ -36,3 +36,10 @@ def test_the_readme_links_the_manuals_and_design_notes() -> None:
         "docs/batch-sets.md",
     ):
         assert f"]({target})" in readme, target
+
+
+def test_the_readme_stays_a_users_readme_of_at_most_250_lines() -> None:
+    # Manuals live beside what they describe (devstack/README.md, infra/README.md), design notes in docs/.
+    lines = (ROOT / "README.md").read_text().splitlines()
+
+    assert len(lines) <= 250

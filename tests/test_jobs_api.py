@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -421,3 +423,40 @@ def test_timer_sync_skips_while_an_import_runs() -> None:
 def test_malformed_resource_query_is_400_naming_it() -> None:
     import_now()
     assert_problem(get_job("gpt-4o", resource="a/b"), 400, "resource")
+
+
+@pytest.mark.parametrize(
+    ("response", "field"),
+    [
+        (lambda: get_job("gpt-4o\n"), "externalId"),
+        (lambda: get_job("gpt-4o\n::batch"), "externalId"),
+        (lambda: patch_job("gpt-4o\n", {"attributes": {}}), "externalId"),
+        (lambda: get_job("gpt-4o", resource="aoai-devstack-eastus\n"), "resource"),
+        (lambda: call_http("list_jobs", "GET", "jobs", params={"resource": "aoai-devstack-eastus\n"}), "resource"),
+        (
+            lambda: patch_job("gpt-4o-batch::batch", {"attributes": {"inputFileSecret": "s\n"}}),
+            "attributes.inputFileSecret",
+        ),
+        (
+            lambda: patch_job("gpt-4o-batch::batch", {"attributes": {"inputFileId": "file-a\n"}}),
+            "attributes.inputFileId",
+        ),
+        (lambda: patch_job("gpt-4o-batch::batch", {"attributes": {"pool": ["aoai-west\n"]}}), "attributes.pool"),
+    ],
+    ids=["job", "batch-job", "patched-job", "resource", "listed-resource", "secret", "file", "pool"],
+)
+def test_a_name_with_a_trailing_newline_is_400_naming_it(response: Callable[[], func.HttpResponse], field: str) -> None:
+    # A pattern's `$` also matches before a final newline: a name must match whole, or no lookup sees it.
+    import_now()
+
+    assert_problem(response(), 400, field)
+
+
+def test_the_catalogues_times_are_whole_seconds_so_they_compare_as_text() -> None:
+    import_now()
+    patch_job("gpt-4o", {"attributes": {"maxTokens": 5}})
+
+    job = json_of(get_job("gpt-4o"))
+
+    for stamp in (job["importedAt"], job["updatedAt"]):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", stamp), stamp

@@ -46,20 +46,26 @@ def test_every_route_is_documented_and_every_documented_route_exists() -> None:
     assert documented == served_operations()
 
 
-def test_anonymous_routes_are_the_ones_without_security() -> None:
-    anonymous = set()
+def test_each_operation_documents_the_key_its_auth_level_asks_for() -> None:
+    schemes = SPEC["components"]["securitySchemes"]
+    asked = {
+        "anonymous": [],
+        "function": [{"functionKeyHeader": []}, {"functionKeyQuery": []}],
+        "admin": [{"adminKeyHeader": []}, {"adminKeyQuery": []}],
+    }
+    levels = set()
     for function in functions_by_name().values():
         for binding in function.get_bindings_dict()["bindings"]:
-            if binding["type"] == "httpTrigger" and str(binding["authLevel"].value) == "anonymous":
-                anonymous.add(f"/{binding['route']}")
-    documented_open = {
-        path
-        for path, item in SPEC["paths"].items()
-        for method, operation in item.items()
-        if isinstance(operation, dict) and operation.get("security") == []
-    }
+            if binding["type"] != "httpTrigger":
+                continue
+            level = str(binding["authLevel"].value)
+            levels.add(level)
+            for method in binding["methods"]:
+                operation = SPEC["paths"][f"/{binding['route']}"][str(method.value).lower()]
+                assert operation.get("security", SPEC["security"]) == asked[level], (binding["route"], method)
 
-    assert documented_open == anonymous
+    assert levels == set(asked)
+    assert all("master key" in schemes[name]["description"] for name in ("adminKeyHeader", "adminKeyQuery"))
 
 
 def test_every_protected_operation_documents_401() -> None:
@@ -180,7 +186,7 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
     from shared.problems import Problem
     from shared.runs import RunId
 
-    pattern = re.compile(SPEC["components"]["parameters"]["RunId"]["schema"]["pattern"])
+    pattern = SPEC["components"]["parameters"]["RunId"]["schema"]["pattern"]
     candidates = [
         f"gpt-4o-batch::batch::{'a' * 32}",
         f"gpt-4o::chat::{'0' * 32}",
@@ -190,6 +196,13 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
         "x/../instances",
         f"{'d' * 64}::batch::{'f' * 32}",
         f"{'d' * 65}::batch::{'f' * 32}",
+        f"gpt-4o-batch::batch::{'a' * 32}::s0",
+        f"gpt-4o-batch::batch::{'a' * 32}::s01",
+        f"gpt-4o::chat::{'0' * 32}::s1",
+        f"gpt-4o::chat::{'0' * 32}\n",
+        f"gpt-4o\n::chat::{'0' * 32}",
+        f"\ngpt-4o::chat::{'0' * 32}",
+        f"gpt-4o-batch::batch::{'a' * 32}::s1\n",
     ]
     for text in candidates:
         try:
@@ -197,7 +210,20 @@ def test_the_run_id_pattern_accepts_exactly_what_the_app_accepts() -> None:
             accepted = True
         except Problem:
             accepted = False
-        assert bool(pattern.match(text)) == accepted, text
+        assert matches_as_json_schema(pattern, text) == accepted, repr(text)
+
+
+def matches_as_json_schema(pattern: str, text: str) -> bool:
+    """Whether `text` matches `pattern` as JSON Schema says (ECMA-262, unanchored search), where `$` is the end of
+    the text only, never the place before a final newline as in Python."""
+    ecma = re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+    return re.search(ecma, text) is not None
+
+
+def test_json_schema_patterns_end_only_at_the_end_of_the_text() -> None:
+    assert matches_as_json_schema("^ab$", "ab")
+    assert not matches_as_json_schema("^ab$", "ab\n")
+    assert matches_as_json_schema(r"^a\$$", "a$")
 
 
 def schema_validator(pointer: str) -> Draft202012Validator:
@@ -212,6 +238,16 @@ def run_schema_validator() -> Draft202012Validator:
     return schema_validator("/components/schemas/Run")
 
 
+def problem_validator(path: str, method: str, status: str) -> Draft202012Validator:
+    """A validator for the problem+json an operation documents for `status` (its response inline or a $ref)."""
+    response = SPEC["paths"][path][method]["responses"][status]
+    escaped = path.replace("~", "~0").replace("/", "~1")
+    pointer = (
+        response["$ref"].removeprefix("#") if "$ref" in response else f"/paths/{escaped}/{method}/responses/{status}"
+    )
+    return schema_validator(f"{pointer}/content/application~1problem+json/schema")
+
+
 def reply_validator(path: str, method: str, status: str = "200") -> Draft202012Validator:
     escaped = path.replace("~", "~0").replace("/", "~1")
     return schema_validator(f"/paths/{escaped}/{method}/responses/{status}/content/application~1json/schema")
@@ -221,7 +257,7 @@ def test_run_replies_are_exactly_what_the_spec_documents() -> None:
     from shared.batch_run import BatchSnapshot, Phase
     from shared.chat import ChatRun
     from shared.runs import Failure, RunId, RunStatus, run_resource
-    from tests.test_runs import largest_batch_run
+    from tests.test_runs import largest_batch_run, largest_batch_set
 
     batch_run = largest_batch_run()
     links = {"statusUrl": "https://x/api/runs/r", "cancelUrl": "https://x/api/runs/r/cancel", "cancelRequested": True}
@@ -235,6 +271,7 @@ def test_run_replies_are_exactly_what_the_spec_documents() -> None:
         chat.resource_view(RunStatus.SUCCESS, outputs=outputs, started_at="2026-11-29T18:00:00Z"),
         chat.resource_view(RunStatus.FAILED, failure=Failure.of("content_filter", "Filtered.")),
         run_resource(RunId.parse(chat.run_id), "Failed", None, "Traceback", None),
+        largest_batch_set().resource_view(with_shards=True),
     ]
     validator = run_schema_validator()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
@@ -130,6 +131,45 @@ def test_chat_run_without_user_prompt_is_400() -> None:
     assert_problem(start("gpt-4o", {"user_prompt": "hi", "temperature": 1}), 400, "temperature")
 
 
+@pytest.mark.parametrize(
+    ("fault", "body", "status", "code"),
+    [
+        (
+            {"service": "keyvault", "route": "secrets.get*", "status": 403},
+            {"inputFileSecret": "batch-input"},
+            502,
+            "input-secret-unreadable",
+        ),
+        (
+            {"service": "keyvault", "route": "secrets.get*", "status": 503},
+            {"inputFileSecret": "batch-input"},
+            503,
+            "upstream-failed",
+        ),
+        (
+            {"service": "openai", "route": "files.get", "status": 403},
+            {"inputFileId": "file-abc"},
+            502,
+            "upstream-failed",
+        ),
+    ],
+    ids=["vault-refuses", "vault-unavailable", "openai-refuses"],
+)
+def test_a_failure_of_azure_while_the_input_is_checked_is_a_documented_502_or_503(
+    emulator: RunningEmulator, fault: dict[str, Any], body: dict[str, Any], status: int, code: str
+) -> None:
+    from tests.test_openapi import problem_validator
+
+    import_now()
+    emulator.add_fault(**fault)
+
+    response = start("gpt-4o-batch::batch", body)  # a start that got past the check would be a 500 (see `start`)
+
+    problem = assert_problem(response, status, *(["inputFileSecret"] if code.startswith("input-secret") else []))
+    assert problem["code"] == code
+    assert list(problem_validator("/jobs/{externalId}/runs", "post", str(status)).iter_errors(problem)) == []
+
+
 def test_chat_job_on_a_batch_only_deployment_is_409() -> None:
     import_now()
     body = assert_problem(start("gpt-4o-batch", {"user_prompt": "hi"}), 409)
@@ -211,9 +251,21 @@ def test_prompts_over_100_000_characters_are_400_naming_the_field(field: str) ->
 
 @pytest.mark.parametrize(
     "run_id",
-    ["x/../../instances?showInput=true", "gpt-4o::batch::abc", f"gpt-4o::batch::{'0' * 32}/cancel", "..", "%2F"],
+    [
+        "x/../../instances?showInput=true",
+        "gpt-4o::batch::abc",
+        f"gpt-4o::batch::{'0' * 32}/cancel",
+        "..",
+        "%2F",
+        f"gpt-4o::batch::{'0' * 32}\n",  # a pattern's `$` matches before a final newline
+        f"gpt-4o\n::batch::{'0' * 32}",
+        f"gpt-4o-batch::batch::{'0' * 32}::s1\n",
+    ],
 )
-@pytest.mark.parametrize(("name", "method", "suffix"), [("get_run", "GET", ""), ("cancel_run", "POST", "/cancel")])
+@pytest.mark.parametrize(
+    ("name", "method", "suffix"),
+    [("get_run", "GET", ""), ("cancel_run", "POST", "/cancel"), ("get_results", "GET", "/results")],
+)
 def test_a_run_id_outside_the_grammar_is_400_before_the_task_hub_is_asked(
     run_id: str, name: str, method: str, suffix: str
 ) -> None:
@@ -221,6 +273,44 @@ def test_a_run_id_outside_the_grammar_is_400_before_the_task_hub_is_asked(
     response = call_http(name, method, f"runs/{run_id}{suffix}", route_params={"runId": run_id})
 
     assert_problem(response, 400, "runId")
+
+
+NEWLINE_ID = f"gpt-4o-batch::batch::{'0' * 32}\n"
+
+
+@pytest.mark.parametrize(
+    ("response", "field"),
+    [
+        (lambda: start("gpt-4o\n", {"user_prompt": "hi"}), "externalId"),
+        (lambda: start("gpt-4o-batch\n::batch", {"inputFileId": "file-abc"}), "externalId"),
+        (lambda: start("gpt-4o-batch::batch", {"inputFileSecret": "batch-input\n"}), "inputFileSecret"),
+        (lambda: start("gpt-4o-batch::batch", {"inputFileId": "file-abc\n"}), "inputFileId"),
+        (lambda: start("gpt-4o-batch::batch", {"inputId": "0" * 32 + "\n"}), "inputId"),
+        (
+            lambda: call_http(
+                "start_run",
+                "POST",
+                "jobs/gpt-4o/runs",
+                body={"user_prompt": "hi"},
+                params={"resource": "aoai-devstack-eastus\n"},
+                route_params={"externalId": "gpt-4o"},
+            ),
+            "resource",
+        ),
+        (lambda: call_http("list_runs", "GET", "runs", params={"jobId": "gpt-4o\n"}), "jobId"),
+        (lambda: call_http("list_runs", "GET", "runs", params={"resource": "aoai-devstack-eastus\n"}), "resource"),
+        (lambda: call_http("list_runs", "GET", "runs", params={"parentRun": NEWLINE_ID}), "parentRun"),
+    ],
+    ids=["job", "batch-job", "secret", "file", "input", "resource", "listed-job", "listed-resource", "parent-run"],
+)
+def test_a_name_with_a_trailing_newline_is_400_before_anything_is_looked_up(
+    response: Callable[[], func.HttpResponse], field: str
+) -> None:
+    # A pattern's `$` also matches before a final newline: a name must match whole. The durable client binding
+    # points at a port nobody listens on, so a start that got past the checks would show as 500.
+    import_now()
+
+    assert_problem(response(), 400, field)
 
 
 def test_metadata_takes_fourteen_pairs_and_refuses_fifteen() -> None:
@@ -319,6 +409,8 @@ BOTH = {"inputBlob": INPUT_BLOB, "outputFolder": OUTPUT_FOLDER}
         (BOTH | {"inputBlob": "https://evil.example.com/batch-input/x.jsonl"}, "inputBlob"),
         (BOTH | {"inputBlob": f"{LOCAL_BLOBS}/batch-input"}, "inputBlob"),
         (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/my file.jsonl"}, "inputBlob"),
+        (BOTH | {"inputBlob": 'https://staoai.blob.core.windows.net/batch-input/my"file".jsonl'}, "inputBlob"),
+        (BOTH | {"outputFolder": "https://staoai.blob.core.windows.net/batch-output/a\\b"}, "outputFolder"),
         (BOTH | {"inputBlob": "https://staoai.blob.core.windows.net/batch-input/" + "x" * 500}, "inputBlob"),
         (BOTH | {"inputBlob": 42}, "inputBlob"),
         (BOTH | {"outputFolder": "https://staoai.blob.core.windows.net"}, "outputFolder"),
@@ -344,3 +436,21 @@ def test_a_resource_without_batch_blob_storage_refuses_a_blob_run_naming_input_b
     )
 
     assert '"batchBlobStorage": true' in problem["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("status", "phase"),
+    [("Running", "polling"), ("Starting", "quota"), ("Running", "collecting"), ("Success", "collecting")],
+)
+def test_results_are_not_ready_until_the_run_ended_and_they_were_read(status: str, phase: str) -> None:
+    from shared.run_requests import results_query
+    from shared.runs import RunId
+
+    run_id = RunId.parse(f"gpt-4o-batch::batch::{'0' * 32}")
+    view = {"status": status, "phase": phase, "runId": "batch_1"}
+
+    with pytest.raises(Problem) as refused:
+        results_query(run_id, view, {})
+
+    assert (refused.value.status, refused.value.code) == (409, "results-not-ready")
+    assert results_query(run_id, view | {"status": "Success", "phase": "done"}, {}).kind == "all"

@@ -123,6 +123,8 @@ def test_identity_based_storage_connection() -> None:
         ),
         ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "v2"}]', "v1"),
         ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": 1}]', "dated"),
+        ('[{"name": "ab\\n", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g"}]', "name"),
+        ('[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "v1\\n"}]', "v1"),
         (
             '[{"name": "ab", "endpoint": "e", "subscriptionId": "s", "resourceGroup": "g", "apiVersion": "2024-10"}]',
             "apiVersion",
@@ -178,3 +180,19 @@ def test_a_batch_discount_outside_0_to_1_is_refused_for_the_table_or_a_model(dis
     for table in ({**PRICES, "batchDiscount": discount}, per_model):
         with pytest.raises(SettingsError, match="PRICES"):
             Settings.from_environment({"PRICES": json.dumps(table)})
+
+
+def test_a_staging_container_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(SettingsError, match="STAGING_CONTAINER"):
+        Settings.from_environment({"STAGING_CONTAINER": "aoaibatch-staging\n"})
+
+
+@pytest.mark.parametrize("currency", ["dollars", "usd", "", 5, "US$"])
+def test_a_price_table_names_its_currency_by_its_iso_code(currency: object) -> None:
+    table = {"currency": currency, "batchDiscount": 0.5, "models": {"gpt-4o": {"input": 2.5, "output": 10.0}}}
+
+    with pytest.raises(SettingsError, match="ISO 4217"):
+        Settings.from_environment({"PRICES": json.dumps(table)})
+    prices = Settings.from_environment({"PRICES": json.dumps(table | {"currency": "EUR"})}).prices
+    assert prices is not None
+    assert prices.currency == "EUR"
