@@ -80,11 +80,17 @@ def batch_set(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
 def plan_shards(step: dict[str, Any]) -> dict[str, Any]:
     from shared import services
     from shared.batch_run import seen_to_dict
-    from shared.batch_set import PlanShards, ShardsPlanned
+    from shared.batch_set import PlanShards, ShardsPlanned, too_many_shards
+    from shared.runs import Failure
+    from shared.shards import TooManyShards
     from shared.shards import plan_shards as plan
 
     request: PlanShards = PlanShards.from_dict(step)
-    planned = plan(request.run_id, request.staged_input, request.token_budget, services.staging())
+    try:
+        planned = plan(request.run_id, request.staged_input, request.token_budget, services.staging())
+    except TooManyShards as refused:
+        why = too_many_shards(refused.at_least, request.token_budget)
+        return seen_to_dict(ShardsPlanned(shards=[], refusal=Failure.of("too_many_shards", why)))
     return seen_to_dict(ShardsPlanned(shards=planned))
 
 

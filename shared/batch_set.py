@@ -261,6 +261,7 @@ class BatchSet:
 @dataclass(frozen=True, kw_only=True)
 class ShardsPlanned(Seen):
     shards: list[dict[str, Any]]  # [{index, round, staged_input, requests, estimated_tokens}]
+    refusal: Failure | None = None  # why the input was not cut (it needs more than MAX_SHARDS): the set fails so
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -333,6 +334,11 @@ for _seen in (ShardsPlanned, ShardsStarted, ShardsObserved, ShardsCancelled):
 # The decision ---------------------------------------------------------------------------------------------------
 
 
+# A set's first round holds at most this many shards (each a child orchestration, an upload and a batch): its state
+# and history are measured bounded up to here (tests/test_batch_sets.py). An input that needs more is refused.
+MAX_SHARDS = 1_000
+
+
 def decide_set(run: BatchSet, seen: Seen, now: datetime) -> tuple[BatchSet, Step]:
     """The set's next state and step, given what was just seen at `now` (the orchestration's clock)."""
     run = replace(run)  # a shallow copy: shards are replaced, never changed in place
@@ -370,6 +376,8 @@ def _events_of(seen: Seen) -> int:
 
 def _next(run: BatchSet, seen: Seen, now: datetime) -> tuple[BatchSet, Step]:
     match seen:
+        case ShardsPlanned(refusal=Failure() as refusal):
+            return _finish(run, RunStatus.FAILED, refusal)
         case ShardsPlanned(shards=planned):
             new = [Shard.from_dict(s) for s in planned]
             if run.phase is SetPhase.RETRYING and not new:  # no transient failures after all: nothing to retry
@@ -439,8 +447,24 @@ def _resume(run: BatchSet, now: datetime, *, look: bool = True) -> tuple[BatchSe
 
 
 def _token_budget(run: BatchSet) -> int | None:
-    limits = [int(p["tokenLimit"]) for p in run.places if p.get("tokenLimit")]
+    return token_budget(run.places)
+
+
+def token_budget(places: list[dict[str, Any]]) -> int | None:
+    """The most estimated tokens one shard may hold: the smallest configured enqueued-token limit of the places it
+    may run (None: no limit configured, shards are cut by a file's limits alone)."""
+    limits = [int(p["tokenLimit"]) for p in places if p.get("tokenLimit")]
     return min(limits) if limits else None
+
+
+def too_many_shards(at_least: int, budget: int | None) -> str:
+    """Why a set will not cut its input into `at_least` shards or more (more than MAX_SHARDS): a failure's message
+    (code `too_many_shards`), or the reason a start request is refused."""
+    limit = f" at the token limit of {budget:,} (the smallest tokenLimit where the job may run)" if budget else ""
+    return (
+        f"The input needs at least {at_least:,} shards{limit}; a run takes at most {MAX_SHARDS:,}. Split the input, "
+        "or raise the deployments' enqueued-token quota and their tokenLimits."
+    )
 
 
 def _in_flight(run: BatchSet) -> dict[str, int]:

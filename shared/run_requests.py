@@ -12,10 +12,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from shared.batch_run import RESERVED_METADATA, BatchRun, Phase
-from shared.batch_set import BatchSet, SetPhase
+from shared.batch_set import MAX_SHARDS, BatchSet, SetPhase, token_budget, too_many_shards
 from shared.chat import ChatRun
 from shared.http import AzureError
-from shared.inputs import InputRecord, InputRecords, check_input_id, storage_url_error
+from shared.inputs import MAX_REQUESTS, InputRecord, InputRecords, check_input_id, storage_url_error
 from shared.jobs import BATCH_SKUS, DEPLOYMENT_NAME, Job, JobStatus, JobType, deployment_of, merge_attributes
 from shared.paging import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TablePosition, decode_continuation_token
 from shared.problems import FieldError, Problem, validation_problem
@@ -129,6 +129,8 @@ def _batch_run(
     metadata = check_metadata(body.get("metadata"))
     configured = _configured(job, resource)
     if built is not None:
+        places = pool or [_place(job, configured)]
+        _check_shard_count(built, places)
         return BatchSet(
             run_id=str(RunId.new(job.resource, job.imported.deployment, JobType.BATCH, idempotency_key)),
             resource=job.resource,
@@ -145,7 +147,7 @@ def _batch_run(
             model=job.imported.model_name,
             model_version=job.imported.model_version,
             metadata=metadata,
-            places=pool or [_place(job, configured)],
+            places=places,
             max_request_retries=int(attributes.get("maxRequestRetries", 2)),
         )
     return BatchRun(
@@ -167,6 +169,16 @@ def _batch_run(
         model=job.imported.model_name,
         model_version=job.imported.model_version,
     )
+
+
+def _check_shard_count(built: InputRecord, places: list[dict[str, Any]]) -> None:
+    """Refuses an input whose set would need more than MAX_SHARDS shards: at least one per file's worth of requests
+    and one per token budget of estimated tokens (short only if single requests exceed the budget, which no
+    deployment could take anyway). The set's planning enforces the exact count."""
+    budget = token_budget(places)
+    at_least = max(-(-built.requests // MAX_REQUESTS), -(-built.estimated_tokens // budget) if budget else 0)
+    if at_least > MAX_SHARDS:
+        raise validation_problem([FieldError("inputId", too_many_shards(at_least, budget))])
 
 
 def _input_of(job: Job, input_id: Any, inputs: InputRecords | None) -> InputRecord:

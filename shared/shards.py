@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from shared.batch_run import Phase
+from shared.batch_set import MAX_SHARDS
 from shared.inputs import MAX_FILE_BYTES, MAX_REQUESTS
 from shared.results import KINDS, Collected, result_of, staged_name
 from shared.runs import RunStatus
@@ -68,6 +69,10 @@ class _ShardWriter:
         self.writer.write(line + b"\n")
         self.requests, self.bytes, self.tokens = self.requests + 1, self.bytes + size, self.tokens + tokens
 
+    def abandon(self) -> None:
+        """Stops without the shard being written (its blob is never committed)."""
+        self.writer = None
+
     def close(self, **extra: Any) -> None:
         if self.writer is None:
             return
@@ -86,12 +91,26 @@ class _ShardWriter:
         self.writer, self.requests, self.bytes, self.tokens = None, 0, 0, 0
 
 
-def plan_shards(run_id: str, staged_input: str, token_budget: int | None, staging: Staging) -> list[dict[str, Any]]:
+class TooManyShards(Exception):
+    """The input needs more shards than a set takes (`at_least` of them, counted so far)."""
+
+    def __init__(self, at_least: int) -> None:
+        super().__init__(f"at least {at_least} shards")
+        self.at_least = at_least
+
+
+def plan_shards(
+    run_id: str, staged_input: str, token_budget: int | None, staging: Staging, *, max_shards: int = MAX_SHARDS
+) -> list[dict[str, Any]]:
     """Cuts the run's staged input into shards in order, each within one file's limits and `token_budget`
-    estimated tokens (a single request above the budget is a shard of its own)."""
+    estimated tokens (a single request above the budget is a shard of its own); TooManyShards, as soon as it knows,
+    when that takes more than `max_shards`."""
     shards = _ShardWriter(run_id, staging, 0, token_budget, 0)
     for line in _request_lines(staging, staged_input):
         shards.add(line, request_tokens(json.loads(line)["body"]))
+        if shards.index + (shards.writer is not None) > max_shards:
+            shards.abandon()
+            raise TooManyShards(max_shards + 1)
     shards.close()
     return shards.planned
 

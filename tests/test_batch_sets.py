@@ -24,9 +24,11 @@ from shared.batch_run import (
     Step,
     TimerFired,
     Wait,
+    seen_from_dict,
     seen_to_dict,
 )
 from shared.batch_set import (
+    MAX_SHARDS,
     MAX_STARTS_PER_STEP,
     MAX_STEP_FAILURES,
     BatchSet,
@@ -43,8 +45,9 @@ from shared.batch_set import (
     StartShards,
     WatchShards,
     decide_set,
+    too_many_shards,
 )
-from shared.runs import RunStatus
+from shared.runs import Failure, RunStatus
 from tests.replay import Replay
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -102,6 +105,21 @@ def test_a_new_set_first_cuts_its_input_with_the_smallest_quota_as_budget() -> N
     assert decided(replace(SET, places=[{"resource": "east", "deployment": "d"}]), Began())[1] == PlanShards(
         RUN_ID, "inputs/x.jsonl", None
     )
+
+
+def test_an_input_needing_more_shards_than_a_set_takes_fails_the_set_saying_why() -> None:
+    why = too_many_shards(MAX_SHARDS + 1, 600)
+    planned = seen_from_dict(seen_to_dict(ShardsPlanned(shards=[], refusal=Failure.of("too_many_shards", why))))
+
+    run, step = decided(replace(SET, phase=SetPhase.PLANNING), planned)
+
+    assert step == Finish()
+    assert run.status is RunStatus.FAILED
+    assert run.failure is not None
+    assert (run.failure.code, run.failure.message) == ("too_many_shards", why)
+    assert "1,001 shards at the token limit of 600" in why
+    assert "at most 1,000" in why
+    assert run.shards == []
 
 
 def test_shards_start_where_quota_is_free_and_the_rest_wait_for_room() -> None:

@@ -11,7 +11,7 @@ import pytest
 from shared import services
 from shared.inputs import MAX_REQUESTS
 from shared.results import staged_name
-from shared.shards import is_transient, merge_results, plan_retries, plan_shards, shard_input_name
+from shared.shards import TooManyShards, is_transient, merge_results, plan_retries, plan_shards, shard_input_name
 from shared.tokens import request_tokens
 from tests.conftest import RunningEmulator
 from tests.devstack.conftest import DataPlane
@@ -71,6 +71,23 @@ def test_an_input_is_cut_into_shards_within_the_token_budget_in_order() -> None:
         assert tokens == plan["estimated_tokens"] <= budget
         assert len(shard) == plan["requests"]
     assert planned[0]["staged_input"] == shard_input_name(RUN, 0)
+
+
+@pytest.mark.parametrize("max_shards", [4, 5])
+def test_an_input_needing_more_shards_than_a_set_takes_is_refused_as_soon_as_that_is_known(max_shards: int) -> None:
+    stage("inputs/many.jsonl", [line(f"r{i}", "word " * 10) for i in range(10)])
+    budget = 2 * request_tokens(line("r0", "word " * 10)["body"])  # two requests a shard: five shards
+
+    run = f"gpt-4o-batch::batch::{max_shards:032x}"
+
+    if max_shards == 5:  # exactly the limit: cut
+        assert len(plan_shards(run, "inputs/many.jsonl", budget, services.staging(), max_shards=max_shards)) == 5
+        return
+    with pytest.raises(TooManyShards) as refused:
+        plan_shards(run, "inputs/many.jsonl", budget, services.staging(), max_shards=max_shards)
+    assert refused.value.at_least == 5
+    assert services.staging().size(shard_input_name(run, 3)) is not None
+    assert services.staging().size(shard_input_name(run, 4)) is None  # the one over the limit is never written
 
 
 def test_without_a_budget_one_shard_takes_up_to_azures_request_limit() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.batch_set import MAX_SHARDS
 from shared.tokens import request_tokens
 from tests.conftest import RunningAzurite, RunningEmulator, wait_for
 from tests.devstack.conftest import DataPlane
@@ -198,3 +199,45 @@ def test_a_cancel_reaches_every_running_shard(app: App, emulator: RunningEmulato
     assert statuses == ["Cancelled"] * 4  # two ran and were cancelled; two never started
     every_result, _ = results(app, run["id"], top="1000")
     assert {r["error"]["code"] for r in every_result if r["status"] == "failed"} == {"batch_cancelled"}
+
+
+def test_an_input_needing_more_than_1000_shards_is_refused_at_start_or_fails_the_set_once_cut(
+    app: App, emulator: RunningEmulator
+) -> None:
+    """At the start, when its estimated tokens alone need more shards than a set takes; otherwise when cutting it
+    finds out (here each request holds more than half a shard's budget, so each is a shard of its own)."""
+
+    def runs() -> int:
+        return len(app.call("GET", "runs", params={"jobId": JOB, "top": "1000"}).json()["value"])
+
+    many = [
+        {"id": f"q{n:05d}", "user": PROMPT.replace("{:03d}", f"{n:05d}")} for n in range(PER_SHARD * MAX_SHARDS + 1)
+    ]
+    tokens = sum(request_tokens({"messages": [{"role": "user", "content": p["user"]}]}) for p in many)
+    at_least = -(-tokens // LIMIT)
+    assert at_least > MAX_SHARDS
+    needs_more = app.call("POST", f"jobs/{JOB}/inputs", json={"prompts": many})
+    assert needs_more.status_code == 201, needs_more.text
+    before = runs()
+
+    refused = app.call("POST", f"jobs/{JOB}/runs", json={"inputId": needs_more.json()["id"]})
+
+    assert refused.status_code == 400, refused.text
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    [problem] = refused.json()["errors"]
+    assert problem["field"] == "inputId"
+    assert f"at least {at_least:,} shards at the token limit of {LIMIT:,}" in problem["message"]
+    assert runs() == before
+
+    text = "Name a prime number. "
+    while request_tokens({"messages": [{"role": "user", "content": text}]}) <= LIMIT // 2:
+        text += "And another. "
+    big = [{"id": f"b{n:04d}", "user": f"{n:04d} {text}"} for n in range(MAX_SHARDS + 1)]
+    started = start(app, big)  # estimated at fewer than 1,000 budgets' worth: started
+    run = app.wait(started["id"], timeout=120)
+
+    assert run["status"] == "Failed"
+    assert run["failure"]["code"] == "too_many_shards"
+    assert "at least 1,001 shards" in run["failure"]["message"]
+    assert not any(app.batches_of(run["id"], resource) for resource in (RESOURCE, OTHER))
+    assert emulator.requests_log(service="openai", route="batches.create") == []
