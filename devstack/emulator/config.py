@@ -241,7 +241,7 @@ class EmulatorConfig:
             if not isinstance(entry, dict):
                 raise ConfigError(f"each resource must be a JSON object, not {entry!r}")
             name = entry.get("name")
-            if not isinstance(name, str) or not RESOURCE_NAME.match(name) or name.lower() in RESERVED_NAMES:
+            if not isinstance(name, str) or not RESOURCE_NAME.fullmatch(name) or name.lower() in RESERVED_NAMES:
                 raise ConfigError(
                     f"resource name {name!r} is not a valid Azure OpenAI custom subdomain here "
                     "(2-64 letters, digits and hyphens, not 'subscriptions' or 'msi')"
@@ -274,7 +274,7 @@ class EmulatorConfig:
         vault = _object(data, "keyVault")
         vault_secrets = _object(vault, "secrets")
         for secret_name, value in vault_secrets.items():
-            if not SECRET_NAME.match(secret_name) or not isinstance(value, str):
+            if not SECRET_NAME.fullmatch(secret_name) or not isinstance(value, str):
                 raise ConfigError(
                     f"Key Vault secret {secret_name!r} needs a name of letters, digits and hyphens and a string value"
                 )

@@ -78,7 +78,7 @@ class KeyVault:
                 )
             )
         name = request.match_info.get("name")
-        if name is not None and not SECRET_NAME.match(name):
+        if name is not None and not SECRET_NAME.fullmatch(name):
             raise ServiceError(keyvault_error(400, "BadParameter", f"The request URI contains an invalid name: {name}"))
         return str(request.url.origin())
 

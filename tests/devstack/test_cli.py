@@ -203,6 +203,7 @@ def test_a_bad_config_file_makes_the_process_exit_2_with_a_clear_message(
         ({"resources": [{"name": "msi"}]}, "resource name 'msi' is not a valid"),
         ({"resources": [{"name": "x"}]}, "resource name 'x' is not a valid"),
         ({"resources": [{"name": 7}]}, "resource name 7 is not a valid"),
+        ({"resources": [{"name": "aoai-ok\n"}]}, "resource name 'aoai-ok\\n' is not a valid"),
         ({"resources": [RESOURCE, {"name": "AOAI-OK"}]}, "resource 'AOAI-OK' is configured twice"),
         (
             {
