@@ -333,16 +333,18 @@ def ended_at(batch: dict[str, Any]) -> float | None:
     return min((float(end) for end in ends if end), default=None)
 
 
-def held(outcome: Outcome, resource: str) -> list[tuple[float, int]]:
-    """The resource's enqueued tokens as a step function: (emulated seconds since the start, tokens from then on)."""
+def held(outcome: Outcome, resource: str, *, estimated: bool = False) -> list[tuple[float, int]]:
+    """The resource's enqueued tokens as a step function: (emulated seconds since the start, tokens from then on); by
+    the emulator's count, or (`estimated`) each batch holding the app's estimate for the job divided evenly."""
     changes: Counter[float] = Counter()
     for batch in outcome.batches:
         if batch["resource"] != resource or not batch.get("enqueuedTokens"):
             continue
+        tokens = _batch_estimate(outcome) if estimated else int(batch["enqueuedTokens"])
         end = ended_at(batch)
-        changes[float(batch["created_at"]) - outcome.started_at] += int(batch["enqueuedTokens"])
+        changes[float(batch["created_at"]) - outcome.started_at] += tokens
         if end is not None:
-            changes[end - outcome.started_at] -= int(batch["enqueuedTokens"])
+            changes[end - outcome.started_at] -= tokens
     steps, level = [(0.0, 0)], 0
     for moment in sorted(changes):
         level += changes[moment]
@@ -364,18 +366,27 @@ def level_at(steps: list[tuple[float, int]], moment: float) -> int:
     return next((level for at, level in reversed(steps) if at <= moment), 0)
 
 
-def unused_room(outcome: Outcome) -> float:
+def unused_room(outcome: Outcome, *, estimated: bool = False) -> float:
     """Emulated seconds, from the first batch created to the last, during which a waiting shard's batch would have
-    fit within the limit on some resource of the run's places (by the emulator's count), but none was created."""
-    tokens = min(int(b["enqueuedTokens"]) for b in outcome.batches if b.get("enqueuedTokens"))
+    fit within the limit on some resource of the run's places (by the emulator's count, or by the app's estimate),
+    but none was created."""
+    if estimated:
+        tokens = _batch_estimate(outcome)
+    else:
+        tokens = min(int(b["enqueuedTokens"]) for b in outcome.batches if b.get("enqueuedTokens"))
     first, last = min(_created(outcome)) - outcome.started_at, max(_created(outcome)) - outcome.started_at
-    steps = [held(outcome, resource) for resource in outcome.places]
+    steps = [held(outcome, resource, estimated=estimated) for resource in outcome.places]
     moments = sorted({first, last} | {at for place in steps for at, _ in place if first < at < last})
     return sum(
         following - moment
         for moment, following in itertools.pairwise(moments)
         if any(level_at(place, moment) + tokens <= TOKEN_LIMIT for place in steps)
     )
+
+
+def _batch_estimate(outcome: Outcome) -> int:
+    """The app's estimate for the job spread evenly over its batches (its shards are of equal size here)."""
+    return outcome.estimated_tokens // max(1, len(outcome.batches))
 
 
 def count(outcome: Outcome, route: str, status: int | None = None) -> int:
@@ -407,6 +418,7 @@ def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale
     row("  first batch created → last batch ended", lambda o: minutes(max(_ends(o)) - min(_created(o))))
     row("  last batch ended → last Success", lambda o: minutes(max(o.ended_at) - max(_ends(o))))
     row("quota free for a waiting shard, unused", lambda o: minutes(unused_room(o)))
+    row("  by the app's estimate", lambda o: minutes(unused_room(o, estimated=True)))
     row("shards / batches created", lambda o: f"{o.shards} / {len(o.batches)}")
     row("creates refused (token_limit_exceeded)", lambda o: f"{count(o, 'batches.create', 400)}")
     row("input uploads (files.upload)", lambda o: f"{count(o, 'files.upload')}")
