@@ -1,19 +1,21 @@
 """Sets at scale: a 1,000,000-request job on the emulator, time-scaled, its shards placed over a pool of three Azure
 OpenAI resources against one resource: emulated wall time, the enqueued-token quota in use over time, status calls.
 
-One input holds at most one batch file's worth (`shared.inputs.MAX_REQUESTS`, 100,000 requests), so the job is
-`--requests / --per-input` inputs started as that many runs at once (each a batch set), as a user must run it today.
-For each layout a fresh stack: Azurite (on disk), the emulators (three resources with a gpt-4o GlobalBatch deployment
-each, the same enqueued-token limit on all, the host's `tokenLimits` equal to it) and the local Functions host with
-this app. The job is `gpt-4o-batch::batch` on the first resource; with the pool, its `pool` attribute names the other
-two. The requests are written to files as they are generated and each input is posted from its file (JSONL), so
-neither the bench nor the API ever holds the whole job in a list.
+The job is one input of all the requests (up to `shared.inputs.MAX_INPUT_REQUESTS`), started as one run: a batch set
+that cuts it into shards. `--inputs 10` splits it into ten inputs started as ten runs at once, as a user had to when
+an input held one file's worth (the earlier measurement). For each layout a fresh stack: Azurite (on disk), the
+emulators (three resources with a gpt-4o GlobalBatch deployment each, the same enqueued-token limit on all, the host's
+`tokenLimits` equal to it), a user's storage account (the user-storage Azurite, on disk) and the local Functions host
+with this app. The job is `gpt-4o-batch::batch` on the first resource; with the pool, its `pool` attribute names the
+other two. The requests are written to JSONL files as they are generated; each file is streamed to the user's storage
+and the input posted as its `blobUrl` (1,000,000 requests are past the 100 MB an input's body may carry), which the
+app reads with its managed identity: neither the bench nor the API ever holds the whole job in memory.
 
 Emulated wall time runs from the first start request to the last run's end, on the emulators' clock. Enqueued
 tokens come from the emulator's own batches (each holds its tokens from create to its end), status calls from its
 request log, activity counts from the host's log.
 
-    nice -n 10 .venv/bin/python bench/sets.py [--requests 1000000] [--per-input 100000] [--time-scale 20]
+    nice -n 10 .venv/bin/python bench/sets.py [--requests 1000000] [--inputs 1] [--time-scale 20]
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import start_azurite, start_emulators, start_host, stop
+from bench.stack import UserStorage, start_azurite, start_emulators, start_host, start_user_storage, stop
 from devstack.clock import VirtualClock
-from shared.inputs import MAX_REQUESTS
+from shared.inputs import MAX_INPUT_REQUESTS
 
 RESOURCES = ("aoai-bench-1", "aoai-bench-2", "aoai-bench-3")
 DEPLOYMENT = "gpt-4o-batch"
 JOB = f"{DEPLOYMENT}::batch"
 FUNCTION_KEY = "bench-function-key"
+CONTAINER = "inputs"  # the user's container holding the job's JSONL
 # The emulated service, per batch (the emulator runs every batch at its own pace: on a deployment, only the
 # enqueued-token quota limits how many run at once).
 SPEEDS = {
@@ -70,8 +73,9 @@ EXECUTED = re.compile(r"Executed 'Functions\.(\w+)' \((\w+), Id=[^,]*, Duration=
 # The job: short chat requests, written a line at a time -------------------------------------------------------------
 
 
-def write_inputs(directory: Path, requests_count: int, per_input: int) -> list[Path]:
-    """The job's requests in JSONL files of at most `per_input` lines each, written as they are generated."""
+def write_inputs(directory: Path, requests_count: int, inputs: int) -> list[Path]:
+    """The job's requests in `inputs` JSONL files of (nearly) equal lines, written as they are generated."""
+    per_input = math.ceil(requests_count / inputs)
     paths: list[Path] = []
     for first in range(0, requests_count, per_input):
         paths.append(directory / f"input-{len(paths):03d}.jsonl")
@@ -103,7 +107,7 @@ def emulator_config() -> dict[str, Any]:
     return {"speeds": SPEEDS, "resources": resources, "faults": []}
 
 
-def host_settings(endpoints: dict[str, Any], connection: str) -> dict[str, str]:
+def host_settings(endpoints: dict[str, Any], connection: str, user_storage: UserStorage) -> dict[str, str]:
     arm = endpoints["arm"]
     resources = [
         {
@@ -125,6 +129,9 @@ def host_settings(endpoints: dict[str, Any], connection: str) -> dict[str, str]:
         "KEY_VAULT_URL": endpoints["keyVault"]["url"],
         "KEY_VAULT_VERIFY_CHALLENGE_RESOURCE": "false",
         "DEPLOYMENT_SYNC_SCHEDULE": "0 0 0 1 1 *",  # once a year: no import while the bench runs
+        # The user's storage the app may read `blobUrl` inputs from (its identity and the emulators' CA come from
+        # the endpoints file, as `python -m devstack up` gives them).
+        "INPUT_BLOB_ENDPOINTS": user_storage.blob_endpoint,
     }
 
 
@@ -159,7 +166,8 @@ class App:
 class Outcome:
     layout: str
     places: tuple[str, ...]
-    inputs_seconds: float  # real time to build the inputs (not part of the run)
+    upload_seconds: float  # real time to put the inputs' JSONL in the user's storage (not part of the run)
+    inputs_seconds: float  # real time to build the inputs from there (not part of the run)
     real_seconds: float  # real time from the first start request to the last run's end
     started_at: float  # emulated
     ended_at: list[float]  # emulated, each run's end
@@ -188,14 +196,15 @@ class Outcome:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Outcome:
-        values = data | {"places": tuple(data["places"]), "log": Counter({tuple(e[:3]): e[3] for e in data["log"]})}
+        values = {"upload_seconds": 0.0} | data  # outcomes kept before inputs came as blobs
+        values |= {"places": tuple(data["places"]), "log": Counter({tuple(e[:3]): e[3] for e in data["log"]})}
         return cls(**values | {"activities": Counter(data["activities"]), "activity_ms": Counter(data["activity_ms"])})
 
 
 def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_scale: float, scratch: Path) -> Outcome:
     """The job on a fresh stack, its shards allowed on `places` (the job's own resource first)."""
     state = scratch / layout.replace(" ", "-")
-    for part in ("azurite", "azurite-data", "emulators", "host"):
+    for part in ("azurite", "azurite-data", "emulators", "user-storage-data", "host"):
         (state / part).mkdir(parents=True)
     config = state / "emulator-config.json"
     config.write_text(json.dumps(emulator_config()))
@@ -204,7 +213,9 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
     try:
         emulators, endpoints = start_emulators(state / "emulators", config, time_scale)
         processes.append(emulators)
-        settings = host_settings(endpoints, connection)
+        user_blobs, user_storage = start_user_storage(state / "emulators", endpoints, state / "user-storage-data")
+        processes.append(user_blobs)
+        settings = host_settings(endpoints, connection, user_storage)
         host, info = start_host(state / "host", settings, state / "emulators" / "endpoints.json", FUNCTION_KEY)
         processes.append(host)
         published = endpoints["emulator"]["clock"]
@@ -217,8 +228,11 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
             app.call("PATCH", f"jobs/{JOB}", params=home, json={"attributes": {"pool": list(places[1:])}})
 
         began = time.perf_counter()
+        blob_urls = put_in_user_storage(user_storage, inputs)
+        upload_seconds = time.perf_counter() - began
+        began = time.perf_counter()
         input_ids = [
-            build_input(app, path, home, f"{layout}: input {n}/{len(inputs)}") for n, path in enumerate(inputs, 1)
+            build_input(app, url, home, f"{layout}: input {n}/{len(inputs)}") for n, url in enumerate(blob_urls, 1)
         ]
         inputs_seconds = time.perf_counter() - began
         requests.delete(f"{control}/requests", timeout=60).raise_for_status()  # the inputs' uploads are not the runs'
@@ -239,12 +253,14 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
     finally:
         for process in reversed(processes):
             stop(process)
-        shutil.rmtree(state / "azurite-data")  # some GB of staged inputs and results: nothing reads them again
+        for data in ("azurite-data", "user-storage-data"):  # some GB of inputs and results: nothing reads them again
+            shutil.rmtree(state / data)
 
     outputs = [status["output"] or {} for status in finals]
     outcome = Outcome(
         layout=layout,
         places=places,
+        upload_seconds=upload_seconds,
         inputs_seconds=inputs_seconds,
         real_seconds=real_seconds,
         started_at=started_at,
@@ -266,12 +282,30 @@ def run_layout(layout: str, places: tuple[str, ...], inputs: list[Path], time_sc
     return outcome
 
 
-def build_input(app: App, path: Path, home: dict[str, str], what: str) -> str:
-    """An input built from a JSONL file, streamed from disk as the request body; its id."""
-    with path.open("rb") as body:
-        headers = {"Content-Type": "application/jsonl"}
-        built = app.call("POST", f"jobs/{JOB}/inputs", 201, params=home, data=body, headers=headers)
-    print(f"  {what} built, {built['requests']:,} requests", flush=True)
+def put_in_user_storage(user_storage: UserStorage, paths: list[Path]) -> list[str]:
+    """The JSONL files as blobs of the user's storage, each streamed from disk in blocks, as a user uploads them
+    (with the account key); their URLs."""
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(
+        user_storage.connection_string, connection_verify=user_storage.ca_bundle
+    )
+    container = service.create_container(CONTAINER)
+    for path in paths:
+        with path.open("rb") as data:
+            container.upload_blob(path.name, data, length=path.stat().st_size, max_concurrency=2)
+    return [user_storage.blob_url(CONTAINER, path.name) for path in paths]
+
+
+def build_input(app: App, blob_url: str, home: dict[str, str], what: str) -> str:
+    """An input built from a blob the app reads with its identity; its id."""
+    began = time.perf_counter()
+    built = app.call("POST", f"jobs/{JOB}/inputs", 201, params=home, json={"blobUrl": blob_url})
+    print(
+        f"  {what} built in {time.perf_counter() - began:,.0f} s: {built['requests']:,} requests, "
+        f"{built['bytes'] / 1e6:,.0f} MB, {built['status']}",
+        flush=True,
+    )
     return str(built["id"])
 
 
@@ -299,16 +333,18 @@ def ended_at(batch: dict[str, Any]) -> float | None:
     return min((float(end) for end in ends if end), default=None)
 
 
-def held(outcome: Outcome, resource: str) -> list[tuple[float, int]]:
-    """The resource's enqueued tokens as a step function: (emulated seconds since the start, tokens from then on)."""
+def held(outcome: Outcome, resource: str, *, estimated: bool = False) -> list[tuple[float, int]]:
+    """The resource's enqueued tokens as a step function: (emulated seconds since the start, tokens from then on); by
+    the emulator's count, or (`estimated`) each batch holding the app's estimate for the job divided evenly."""
     changes: Counter[float] = Counter()
     for batch in outcome.batches:
         if batch["resource"] != resource or not batch.get("enqueuedTokens"):
             continue
+        tokens = _batch_estimate(outcome) if estimated else int(batch["enqueuedTokens"])
         end = ended_at(batch)
-        changes[float(batch["created_at"]) - outcome.started_at] += int(batch["enqueuedTokens"])
+        changes[float(batch["created_at"]) - outcome.started_at] += tokens
         if end is not None:
-            changes[end - outcome.started_at] -= int(batch["enqueuedTokens"])
+            changes[end - outcome.started_at] -= tokens
     steps, level = [(0.0, 0)], 0
     for moment in sorted(changes):
         level += changes[moment]
@@ -330,18 +366,27 @@ def level_at(steps: list[tuple[float, int]], moment: float) -> int:
     return next((level for at, level in reversed(steps) if at <= moment), 0)
 
 
-def unused_room(outcome: Outcome) -> float:
+def unused_room(outcome: Outcome, *, estimated: bool = False) -> float:
     """Emulated seconds, from the first batch created to the last, during which a waiting shard's batch would have
-    fit within the limit on some resource of the run's places (by the emulator's count), but none was created."""
-    tokens = min(int(b["enqueuedTokens"]) for b in outcome.batches if b.get("enqueuedTokens"))
+    fit within the limit on some resource of the run's places (by the emulator's count, or by the app's estimate),
+    but none was created."""
+    if estimated:
+        tokens = _batch_estimate(outcome)
+    else:
+        tokens = min(int(b["enqueuedTokens"]) for b in outcome.batches if b.get("enqueuedTokens"))
     first, last = min(_created(outcome)) - outcome.started_at, max(_created(outcome)) - outcome.started_at
-    steps = [held(outcome, resource) for resource in outcome.places]
+    steps = [held(outcome, resource, estimated=estimated) for resource in outcome.places]
     moments = sorted({first, last} | {at for place in steps for at, _ in place if first < at < last})
     return sum(
         following - moment
         for moment, following in itertools.pairwise(moments)
         if any(level_at(place, moment) + tokens <= TOKEN_LIMIT for place in steps)
     )
+
+
+def _batch_estimate(outcome: Outcome) -> int:
+    """The app's estimate for the job spread evenly over its batches (its shards are of equal size here)."""
+    return outcome.estimated_tokens // max(1, len(outcome.batches))
 
 
 def count(outcome: Outcome, route: str, status: int | None = None) -> int:
@@ -353,8 +398,9 @@ def minutes(seconds: float) -> str:
 
 
 def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale: float) -> None:
+    started = "one input started as one run" if inputs == 1 else f"{inputs} inputs started as {inputs} runs at once"
     print(
-        f"\n{requests_count:,} requests as {inputs} inputs run at once; emulated time {time_scale:g} times real time; "
+        f"\n{requests_count:,} requests as {started}; emulated time {time_scale:g} times real time; "
         f"enqueued-token limit {TOKEN_LIMIT / 1e6:,.0f}M per resource\n"
     )
     rows: list[tuple[str, list[str]]] = []
@@ -372,9 +418,11 @@ def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale
     row("  first batch created → last batch ended", lambda o: minutes(max(_ends(o)) - min(_created(o))))
     row("  last batch ended → last Success", lambda o: minutes(max(o.ended_at) - max(_ends(o))))
     row("quota free for a waiting shard, unused", lambda o: minutes(unused_room(o)))
+    row("  by the app's estimate", lambda o: minutes(unused_room(o, estimated=True)))
     row("shards / batches created", lambda o: f"{o.shards} / {len(o.batches)}")
     row("creates refused (token_limit_exceeded)", lambda o: f"{count(o, 'batches.create', 400)}")
     row("input uploads (files.upload)", lambda o: f"{count(o, 'files.upload')}")
+    row("input files deleted (files.delete)", lambda o: f"{count(o, 'files.delete')}")
     row("**status calls** (batches.get)", lambda o: f"**{count(o, 'batches.get'):,}**")
     row("  per batch", lambda o: f"{count(o, 'batches.get') / max(1, len(o.batches)):.1f}")
     row("batch list calls (batches.list)", lambda o: f"{count(o, 'batches.list')}")
@@ -391,7 +439,8 @@ def report(outcomes: list[Outcome], requests_count: int, inputs: int, time_scale
         row(f"  {name} (real seconds, summed)", partial(_activity, name=name))
     row("orchestrator episodes", lambda o: f"{o.episodes:,}")
     row("real time of the runs", lambda o: f"{o.real_seconds:,.0f} s")
-    row("real time to build the inputs, before the runs", lambda o: f"{o.inputs_seconds:,.0f} s")
+    row("real time to put the JSONL in user storage, before the runs", lambda o: f"{o.upload_seconds:,.0f} s")
+    row("real time to build the inputs from it (POST …/inputs)", lambda o: f"{o.inputs_seconds:,.0f} s")
     print("| | " + " | ".join(o.layout for o in outcomes) + " |")
     print("|---|" + "---:|" * len(outcomes))
     for name, cells in rows:
@@ -462,14 +511,14 @@ def _of_limit(tokens: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=1_000_000)
-    parser.add_argument("--per-input", type=int, default=MAX_REQUESTS, help="requests per input (at most the default)")
+    parser.add_argument("--inputs", type=int, default=1, help="inputs the job is split into, each started as a run")
     parser.add_argument("--time-scale", type=float, default=20.0, help="emulated seconds per real second")
     parser.add_argument("--layout", choices=list(LAYOUTS), action="append", help="only these layouts")
     parser.add_argument("--keep", action="store_true", help="keep the stacks' logs and outcomes.json")
     parser.add_argument("--report", type=Path, help="print the tables of a kept outcomes.json again, run nothing")
     options = parser.parse_args()
-    if not 0 < options.per_input <= MAX_REQUESTS:
-        parser.error(f"--per-input must be 1 to {MAX_REQUESTS:,}: one input holds at most one batch file's requests")
+    if not 0 < options.inputs <= options.requests or math.ceil(options.requests / options.inputs) > MAX_INPUT_REQUESTS:
+        parser.error(f"--inputs must be 1 to --requests, each input at most {MAX_INPUT_REQUESTS:,} requests")
     if options.report:
         saved = json.loads(options.report.read_text())
         outcomes = [Outcome.from_json(o) for o in saved.pop("outcomes")]
@@ -479,9 +528,9 @@ def main() -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench-sets-"))
     try:
         (scratch / "job").mkdir()
-        inputs = write_inputs(scratch / "job", options.requests, options.per_input)
+        inputs = write_inputs(scratch / "job", options.requests, options.inputs)
         for layout in options.layout or list(LAYOUTS):
-            print(f"{layout}: {len(inputs)} inputs", flush=True)
+            print(f"{layout}: {len(inputs)} input{'s' if len(inputs) > 1 else ''}", flush=True)
             outcomes.append(run_layout(layout, LAYOUTS[layout], inputs, options.time_scale, scratch))
     finally:
         if options.keep:

@@ -1,5 +1,5 @@
-"""The local processes a benchmark stands on: Azurite (in memory, or on disk), the Azure emulators and the local
-Functions host with this app, on free ports."""
+"""The local processes a benchmark stands on: Azurite (in memory, or on disk), the Azure emulators, a user's storage
+account (the user-storage Azurite) and the local Functions host with this app, on free ports."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,38 @@ def start_emulators(
         )
     wait_until(endpoints.exists, process, "the emulators", log)
     return process, json.loads(endpoints.read_text())
+
+
+@dataclass(frozen=True)
+class UserStorage:
+    """A user's storage account as `python -m devstack up` publishes it under "userStorage": blob over HTTPS with the
+    emulators' CA, taking the identity emulator's bearer tokens (how the app reads) and the account key (how a user
+    puts blobs there)."""
+
+    blob_endpoint: str
+    connection_string: str
+    ca_bundle: str
+
+    def blob_url(self, container: str, name: str) -> str:
+        return f"{self.blob_endpoint}/{container}/{name}"
+
+
+def start_user_storage(
+    state_dir: Path, endpoints: dict[str, Any], location: Path | None = None
+) -> tuple[subprocess.Popen[bytes], UserStorage]:
+    """The user-storage Azurite with the emulators' TLS certificate (from their `endpoints`), in memory or keeping
+    its blobs under `location`."""
+    tls = endpoints["tls"]
+    port = azurite.free_port()
+    log = state_dir / "user-storage.log"
+    command = azurite.user_storage_command(port, Path(tls["certificate"]), Path(tls["privateKey"]), location)
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
+    wait_until(lambda: azurite.user_storage_answers(port, Path(tls["caBundle"])), process, "User storage", log)
+    storage = UserStorage(
+        azurite.user_storage_endpoint(port), azurite.user_storage_connection_string(port), str(tls["caBundle"])
+    )
+    return process, storage
 
 
 def start_host(
