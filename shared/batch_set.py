@@ -564,16 +564,22 @@ def _observed(run: BatchSet, reports: list[dict[str, Any]], now: datetime) -> tu
             usage=report.get("usage"),
             failure=report.get("failure"),
         )
-        changed = changed or updated != shard
+        changed = changed or _stage_of(updated) != _stage_of(shard)
         shards.append(updated)
     run.shards = shards
     run.step_failures = 0
-    run.watches = 0 if changed else run.watches + 1  # the looks space out while nothing changes
+    run.watches = 0 if changed else run.watches + 1  # the looks space out while no shard moves on
     if not any(s.status == "running" for s in run.shards) and not any(s.status == "pending" for s in run.shards):
         return _after_round(run)
     if run.status is RunStatus.STARTING and any(s.run_status == RunStatus.RUNNING for s in run.shards):
         run.status = RunStatus.RUNNING
     return _schedule(run, now, look=False)
+
+
+def _stage_of(shard: Shard) -> tuple[Any, ...]:
+    """Where a shard is in its life. Its progress counts are left out: they change at each of its own status
+    checks, and a look at the set after each would keep the looks at their shortest."""
+    return shard.status, shard.run_status, shard.resource, shard.batch_id
 
 
 def _ended(report: dict[str, Any]) -> bool:

@@ -196,6 +196,26 @@ def test_nothing_changed_spaces_the_looks_out() -> None:
     assert waits[-1] > waits[0]
 
 
+def test_progress_alone_still_spaces_the_looks_out_and_a_shard_moving_on_brings_them_back() -> None:
+    run = replace(SET, phase=SetPhase.RUNNING, status=RunStatus.RUNNING, shards=shards(2, status="running"))
+    run = replace(run, indexed_status="Running")
+
+    def look(*reports: dict[str, Any]) -> float:
+        nonlocal run
+        run, step = decided(run, ShardsObserved(shards=list(reports)))
+        assert isinstance(step, Wait)
+        return (datetime.fromisoformat(step.until.replace("Z", "+00:00")) - NOW).total_seconds()
+
+    first = look(report(0, batchId="batch_0"), report(1))
+    waits = [look(report(0, batchId="batch_0", completed=n), report(1, completed=2 * n)) for n in range(1, 5)]
+    moved_on = look(report(0, batchId="batch_0", completed=5), report(1, batchId="batch_1", completed=10))
+
+    assert [first, *waits] == sorted([first, *waits])
+    assert waits[-1] > first
+    assert moved_on == first
+    assert [s.completed for s in run.shards] == [5, 10]  # the counts are kept all the same
+
+
 def ended_round(**changes: Any) -> BatchSet:
     run = replace(SET, phase=SetPhase.RUNNING, status=RunStatus.RUNNING, indexed_status="Running")
     return replace(run, shards=shards(2, status="running", resource="east"), **changes)
