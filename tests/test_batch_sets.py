@@ -137,6 +137,36 @@ def test_shards_start_where_quota_is_free_and_the_rest_wait_for_room() -> None:
     assert [s.status for s in run.shards] == ["running"] * 3 + ["pending"] * 2
 
 
+@pytest.mark.parametrize(
+    ("counted", "completed", "started"),
+    [
+        (None, 10, [("1", "east"), ("2", "east"), ("3", "west")]),  # nothing ended yet: by the estimate (400 a shard)
+        # 220 a shard: four on east's 1000, two on west's 600, each to the place with the most room left
+        (200, 10, [("1", "east"), ("2", "east"), ("3", "west"), ("4", "east"), ("5", "west"), ("6", "east")]),
+        # the same per request when half the requests completed (usage counts only those)
+        (100, 5, [("1", "east"), ("2", "east"), ("3", "west"), ("4", "east"), ("5", "west"), ("6", "east")]),
+        (300, 10, [("1", "east"), ("2", "east"), ("3", "west"), ("4", "east")]),  # 330 a shard, with the 10% margin
+        (800, 10, [("1", "east"), ("2", "east"), ("3", "west")]),  # Azure counted more: never more than the estimate
+    ],
+)
+def test_shards_are_placed_by_what_the_ended_ones_counted_against_their_estimate(
+    counted: int | None, completed: int, started: list[tuple[str, str]]
+) -> None:
+    usage = (
+        {"prompt_tokens": counted, "completion_tokens": 50, "total_tokens": (counted or 0) + 50} if counted else None
+    )
+    ended = replace(
+        shards(1)[0], status="ended", run_status="Success", resource="east", completed=completed, usage=usage
+    )
+    waiting = [replace(s, index=s.index + 1) for s in shards(8)]
+    run = replace(SET, phase=SetPhase.RUNNING, status=RunStatus.RUNNING, indexed_status="Running")
+
+    run, step = decided(replace(run, shards=[ended, *waiting]), TimerFired())
+
+    assert isinstance(step, StartShards)
+    assert [(c["run_id"].rsplit("::s", 1)[1], c["resource"]) for c in step.children] == started
+
+
 def test_a_shard_that_fits_nowhere_still_starts_when_nothing_runs() -> None:
     run = replace(SET, phase=SetPhase.RUNNING, shards=shards(1, estimated_tokens=5000))
 
