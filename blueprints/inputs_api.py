@@ -93,5 +93,8 @@ def _too_large(size: int) -> Problem:
 @problems_as_responses
 def get_input(req: func.HttpRequest) -> func.HttpResponse:
     from shared import services
+    from shared.inputs import refreshed
 
-    return json_response(services.input_records().find(req.route_params["inputId"]).to_resource())
+    records = services.input_records()
+    record = records.find(req.route_params["inputId"])
+    return json_response(refreshed(record, services.openai_client, records).to_resource())

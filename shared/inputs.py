@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -24,6 +25,8 @@ from shared.http import AzureError
 from shared.problems import FieldError, Problem, validation_problem
 from shared.runs import iso
 from shared.tokens import request_tokens
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from shared.azure_openai import AzureOpenAIClient, File
@@ -400,6 +403,9 @@ class InputRecords:
         except ResourceNotFoundError:
             return None
 
+    def update(self, record: InputRecord) -> None:
+        self._client().update_entity(record.to_entity())
+
     def find(self, input_id: str) -> InputRecord:
         """The input, or a 404 naming it."""
         record = self.get(check_input_id(input_id, "id"))
@@ -473,6 +479,25 @@ def _uploaded(
             f"Azure OpenAI could not process the uploaded file {uploaded.id}: {uploaded.status_details or 'no detail'}",
         )
     return uploaded
+
+
+def refreshed(record: InputRecord, client_of: Callable[[str], AzureOpenAIClient], records: InputRecords) -> InputRecord:
+    """The input as Azure has its file now when it was last seen `pending` (the record is updated once that
+    changed); as last seen when Azure cannot say (an error, or the resource is no longer configured)."""
+    from shared.settings import SettingsError
+
+    if record.status != "pending" or record.file_id is None:
+        return record
+    try:
+        status = client_of(record.resource).get_file(record.file_id).status
+    except (AzureError, SettingsError) as error:
+        logger.warning("input %s: its file could not be looked at: %s", record.id, error)
+        return record
+    if status == record.status:
+        return record
+    record = replace(record, status=status)
+    records.update(record)
+    return record
 
 
 def _processed(client: AzureOpenAIClient, uploaded: File, sleep: Callable[[float], None]) -> File:

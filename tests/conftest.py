@@ -17,8 +17,8 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_CONFIG = Path(__file__).with_name("emulator-config.json")
-# Emulated time runs this much faster than real time in the shared emulator (10 emulated s = 0.5 real s).
-TIME_SCALE = 20.0
+# Emulated time runs this much faster than real time in the shared emulator (10 emulated s = 0.25 real s).
+TIME_SCALE = 40.0
 
 T = TypeVar("T")
 

@@ -12,7 +12,7 @@ import azure.functions as func
 import pytest
 
 from shared import services
-from tests.conftest import RunningEmulator, RunningUserStorage
+from tests.conftest import RunningEmulator, RunningUserStorage, wait_for
 from tests.devstack.conftest import DataPlane, batch_lines
 from tests.functions import call_http, json_of
 from tests.test_jobs_api import assert_problem, import_now, patch_job
@@ -163,6 +163,30 @@ def test_an_invalid_input_lists_its_problems_by_line_and_uploads_nothing(emulato
     assert problem["problems"][0] == {"line": 2, "field": "line", "message": "is not valid JSON"}
     assert emulator.requests_log(service="openai", route="files.upload") == []
     assert list(services.staging().container.list_blobs(name_starts_with="inputs/")) == []
+
+
+def test_an_input_azure_was_still_processing_reads_as_azure_has_it_now(
+    emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shared.inputs
+
+    monkeypatch.setattr(shared.inputs, "PROCESSING_WAIT_SECONDS", 0.0)  # the upload answers without waiting
+    emulator.set_speeds(RESOURCE, fileProcessingSeconds=40)  # a real second at the shared emulator's pace
+    built = created(post_input({"prompts": [{"user": "x"}]}))
+    assert built["status"] == "pending"
+
+    def read() -> dict[str, Any]:
+        return json_of(call_http("get_input", "GET", f"inputs/{built['id']}", route_params={"inputId": built["id"]}))
+
+    seen = wait_for(lambda: (now := read())["status"] != "pending" and now, what="the input read as processed")
+
+    assert seen == built | {"status": "processed"}
+    stored = services.input_records().get(built["id"])
+    assert stored is not None
+    assert stored.status == "processed"  # written back: the next read asks Azure nothing
+    looked = len(emulator.requests_log(service="openai", route="files.get"))
+    assert read()["status"] == "processed"
+    assert len(emulator.requests_log(service="openai", route="files.get")) == looked
 
 
 def test_an_input_larger_than_one_file_is_staged_not_uploaded(emulator: RunningEmulator) -> None:

@@ -140,7 +140,7 @@ def test_the_documented_input_limits_are_the_codes() -> None:
     assert f"(at most {PROBLEMS_SHOWN})" in schema("Problem")["properties"]["problems"]["description"]
 
 
-@pytest.mark.parametrize("status", ["processed", "pending", "staged"])
+@pytest.mark.parametrize("status", ["processed", "pending", "error", "staged"])
 def test_an_inputs_reply_is_what_the_spec_documents_staged_or_uploaded(status: str) -> None:
     from shared.inputs import InputRecord
 
@@ -164,7 +164,7 @@ def test_an_inputs_reply_is_what_the_spec_documents_staged_or_uploaded(status: s
         reply_validator("/inputs/{inputId}", "get"),
     ):
         assert [e.message for e in validator.iter_errors(record.to_resource())] == []
-    assert list(reply_validator("/inputs/{inputId}", "get").iter_errors(record.to_resource() | {"status": "error"}))
+    assert list(reply_validator("/inputs/{inputId}", "get").iter_errors(record.to_resource() | {"status": "failed"}))
 
 
 def test_an_invalid_inputs_refusal_is_what_the_spec_documents() -> None:

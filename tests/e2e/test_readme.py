@@ -26,7 +26,7 @@ TESTED = "<!-- tested: tests/e2e/test_readme.py runs this block -->"
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\n(?P<code>.*?)^```$", re.MULTILINE | re.DOTALL)
 # What `make up` listens on; local.settings.json (from local.settings.sample.json) points the app at these.
 STACK_PORTS = (7071, 8480, 8481, 10000, 10001, 10002, 10003)
-TIME_SCALE = 20.0  # `make up` runs on real time; the same stack 20 times faster ends the sample batch in seconds
+TIME_SCALE = 40.0  # `make up` runs on real time; the same stack 40 times faster ends the sample batch in seconds
 # Stricter than a user's shell, so that a broken example cannot pass: an unset variable, a failing command (also
 # inside a pipe or $(...)) or an HTTP error answer (curl --fail-with-body) ends the script.
 PRELUDE = """\
