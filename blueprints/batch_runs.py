@@ -8,8 +8,9 @@ continue-as-new).
 from __future__ import annotations
 
 import logging
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -32,9 +33,24 @@ ACTIVITIES = {
 
 @bp.orchestration_trigger(context_name="context")
 def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
+    from shared.batch_run import BatchRun, decide
+
+    run = BatchRun.from_dict(context.get_input())
+    return (yield from carry_out(context, run, decide, ACTIVITIES, lambda ended: ended.resource_view()))
+
+
+def carry_out(
+    context: df.DurableOrchestrationContext,
+    run: Any,
+    decide_next: Callable[[Any, Any, datetime], tuple[Any, Any]],
+    activities: dict[str, str],
+    finished: Callable[[Any], dict[str, Any]],
+) -> Generator[Any, Any, dict[str, Any]]:
+    """The loop of a batch run and of a batch set alike: `decide_next` chooses the step from what was just seen,
+    this carries it out with the Durable API (an activity by `activities`, a durable timer raced against the cancel
+    event, continue-as-new, the end with `finished(run)`) and turns what happened into the next observation."""
     from shared.batch_run import (
         ActivityFailed,
-        BatchRun,
         Began,
         CancelArrived,
         ContinueAsNew,
@@ -42,23 +58,21 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
         Seen,
         TimerFired,
         Wait,
-        decide,
         seen_from_dict,
     )
     from shared.runs import parse_iso
 
-    run = BatchRun.from_dict(context.get_input())
     cancel = context.wait_for_external_event(CANCEL_EVENT)  # one waiter, shared by every wait below
     seen: Seen = Began()
     while True:
-        run, step = decide(run, seen, context.current_utc_datetime)
+        run, step = decide_next(run, seen, context.current_utc_datetime)
         if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
             context.set_custom_status(run.custom_status())
         if isinstance(step, Finish):
-            return run.resource_view()
+            return finished(run)
         if isinstance(step, ContinueAsNew):
             context.continue_as_new(run.to_dict())
-            return run.resource_view()
+            return dict(run.resource_view())
         if isinstance(step, Wait):
             timer = context.create_timer(parse_iso(step.until))
             if run.cancel_requested:  # a completed cancel would win every wait: only the timer can end this one
@@ -70,7 +84,7 @@ def batch_run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, di
             else:
                 seen = TimerFired()
         else:
-            activity = ACTIVITIES[type(step).__name__]
+            activity = activities[type(step).__name__]
             try:
                 seen = seen_from_dict((yield context.call_activity(activity, step.to_dict())))
             except Exception as error:  # the details go to the logs; the run decides from the fact alone

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Generator
-from dataclasses import replace
 from typing import Any
 
 import azure.durable_functions as df
@@ -27,53 +26,13 @@ TASK_HUB_PAGE = 100
 
 @bp.orchestration_trigger(context_name="context")
 def batch_set(context: df.DurableOrchestrationContext) -> Generator[Any, Any, dict[str, Any]]:
-    from blueprints.batch_runs import CANCEL_EVENT
-    from shared.batch_run import (
-        ActivityFailed,
-        Began,
-        CancelArrived,
-        ContinueAsNew,
-        Finish,
-        Seen,
-        TimerFired,
-        Wait,
-        seen_from_dict,
-    )
+    from blueprints.batch_runs import carry_out
     from shared.batch_set import BatchSet, decide_set
-    from shared.runs import parse_iso
 
     run = BatchSet.from_dict(context.get_input())
-    cancel = context.wait_for_external_event(CANCEL_EVENT)
-    seen: Seen = Began()
-    while True:
-        run, step = decide_set(run, seen, context.current_utc_datetime)
-        if run.indexed_status == run.status.value:  # the portal shows a status only once the run index has it
-            context.set_custom_status(run.custom_status())
-        if isinstance(step, Finish):
-            return run.resource_view(with_shards=True)
-        if isinstance(step, ContinueAsNew):
-            context.continue_as_new(run.to_dict())
-            return run.resource_view()
-        if isinstance(step, Wait):
-            timer = context.create_timer(parse_iso(step.until))
-            if run.cancel_requested:
-                yield timer
-                seen = TimerFired()
-            elif (yield context.task_any([timer, cancel])) is cancel:
-                timer.cancel()
-                seen = CancelArrived()
-            else:
-                seen = TimerFired()
-        else:
-            activity = ACTIVITIES[type(step).__name__]
-            try:
-                seen = seen_from_dict((yield context.call_activity(activity, step.to_dict())))
-            except Exception as error:
-                if not context.is_replaying:
-                    logger.warning("run %s: %s failed: %s", run.run_id, activity, error)
-                seen = ActivityFailed(step=type(step))
-        if cancel.is_completed and not run.cancel_requested:
-            seen = replace(seen, cancel_requested=True)
+    return (
+        yield from carry_out(context, run, decide_set, ACTIVITIES, lambda ended: ended.resource_view(with_shards=True))
+    )
 
 
 @bp.activity_trigger(input_name="step")

@@ -154,7 +154,7 @@ def largest_usage() -> dict[str, int]:
     return dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens"), BIG)
 
 
-LARGEST_COST = {"amount": 1.2345678901234567e-300, "currency": "XXX"}  # the longest float, an ISO 4217 code
+LARGEST_COST = {"amount": 1.2345678901234567e-300, "currency": "EUR"}  # the longest float, an ISO 4217 code
 LARGEST_METADATA = {
     f"{i:02}".ljust(MAX_METADATA_KEY, "k"): WORST[:MAX_METADATA_VALUE] for i in range(MAX_USER_METADATA)
 }
